@@ -1,0 +1,115 @@
+"""The ``kdpipe`` command (typer). Commands are thin: they parse options and call one library function.
+
+Errors that are the user's to fix (:class:`kdpipe.pipeline.errors.KdpipeError`) print as one line
+``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kdpipe.pipeline.errors import KdpipeError
+
+app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+def user_errors(fn):
+    """Turn KdpipeError into one ``error:`` line and exit code 2 (traceback only with KDPIPE_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KdpipeError as e:
+            if os.environ.get("KDPIPE_DEBUG"):
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def generate(
+    task: Annotated[str, typer.Option(help="Task from stages.yaml: style-mix, morph, gender, age, brightness.")],
+    out: Annotated[Path, typer.Option(help="Output root; the task writes OUT/<task>/.", envvar="KDPIPE_OUT")] = Path("out"),
+    generator: Annotated[Optional[str], typer.Option(
+        help="Teacher: NVlabs TF .pkl, stylegan2-ada/stylegan3 .pkl, rosinality .pt, or builtin:random-64.")] = None,
+    n: Annotated[Optional[int], typer.Option("-n", "--n", help="Number of samples (render.n).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Base seed (render.seed).")] = None,
+    truncation_psi: Annotated[Optional[float], typer.Option(help="Truncation psi (teacher.truncation_psi).")] = None,
+    mix: Annotated[Optional[str], typer.Option(help="Style-mix layers: crossover:K, coarse, middle, fine.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per generator forward.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="PNG encoder threads (0 = inline).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding stages.yaml.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: SECTION.KEY=VALUE (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print which stages would run or be skipped, and why.")] = False,
+    progress: Annotated[Optional[bool], typer.Option(help="Show progress bars.")] = None,
+):
+    """Generate a dataset; re-running the same command resumes where it stopped."""
+    from kdpipe.pipeline.generate import generate as run
+
+    cli = {"teacher": {"generator": generator, "truncation_psi": truncation_psi},
+           "render": {"n": n, "seed": seed, "mix": mix},
+           "runtime": {"device": device, "batch_size": batch_size, "encode_workers": workers, "progress": progress}}
+    decisions = run(task, out, config_file=config, overrides=set_, cli=cli, dry_run=dry_run,
+                    log=lambda m: typer.echo(m, err=True))
+    for d in decisions:
+        verb = {"skip": "skip  ", "run": "run   ", "resume": "resume"}[d.action]
+        prefix = "would " if dry_run else ""
+        typer.echo(f"{prefix}{verb} {d.stage:<10} {d.reason}  [{d.fingerprint[:12]}]")
+    if not dry_run:
+        typer.echo(f"dataset: {out / task}")
+
+
+@app.command()
+@user_errors
+def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory, OUT/<task>.")]):
+    """Show each stage of an output directory: done / partial (k of n shards) / stale / missing."""
+    from kdpipe.pipeline.generate import status as get_status
+
+    for row in get_status(out_dir):
+        typer.echo(f"{row['stage']:<10} {row['state']:<8} {row['detail']}")
+
+
+@app.command()
+@user_errors
+def publish(src: Annotated[Path, typer.Argument(help="A finished task directory OUT/<task>.")],
+            dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")]):
+    """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files."""
+    from kdpipe.pipeline.publish import publish as do_publish
+
+    report = do_publish(src, dest, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"published {report['copied']} file(s), {report['skipped']} already present, to {dest}")
+
+
+@app.command()
+@user_errors
+def verify(path: Annotated[str, typer.Argument(help="A dataset directory (local or fsspec URL) with SHA256SUMS.")]):
+    """Re-check a dataset against its SHA256SUMS and manifest; exit 1 naming each bad file."""
+    from kdpipe.pipeline.publish import verify as do_verify
+
+    problems = do_verify(path)
+    for p in problems:
+        typer.echo(f"FAILED {p}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"OK {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

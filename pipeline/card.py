@@ -1,0 +1,92 @@
+"""Dataset card (``README.md`` with YAML front matter as dataset hubs expect), from ``data_cards/template.md``
+plus the task's own notes ``data_cards/<task>.md``. Deterministic: no dates, sorted settings."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from string import Template
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import kdpipe
+
+CARD_DIR = Path(__file__).resolve().parent.parent / "data_cards"
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "n>1M"
+
+
+def _distributions(table: pa.Table) -> str:
+    lines = ["| column | mean | std | min | max |", "|---|---|---|---|---|"]
+    skip = {"index", "seed", "seed_x1", "seed_x2"}
+    for name in table.column_names:
+        col = table[name]
+        if name in skip or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            continue
+        if pa.types.is_boolean(col.type):
+            continue
+        mean = pc.mean(col).as_py()
+        std = pc.stddev(col).as_py()
+        lo, hi = pc.min(col).as_py(), pc.max(col).as_py()
+        fmt = (lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}")
+        lines.append(f"| {name} | {fmt(mean)} | {fmt(std)} | {fmt(lo)} | {fmt(hi)} |")
+    for name in table.column_names:  # categorical columns (e.g. class labels, directions)
+        col = table[name]
+        if pa.types.is_string(col.type) and name not in ("key", "shard") and table.num_rows:
+            counts = pc.value_counts(col).to_pylist()
+            if len(counts) <= 20:
+                parts = ", ".join(f"{c['values']}: {c['counts']}" for c in sorted(counts, key=lambda c: str(c["values"])))
+                lines.append(f"\n`{name}`: {parts}")
+    return "\n".join(lines) if len(lines) > 2 else "No per-sample attributes (unfiltered task)."
+
+
+def _filters(summaries: dict) -> str:
+    rows = []
+    for stage, summary in summaries.items():
+        for key, value in sorted((summary or {}).get("filters", {}).items()):
+            rows.append(f"| {stage} | {key} | {value} |")
+    if not rows:
+        return "No filters: every rendered sample is kept."
+    return "\n".join(["| stage | filter | value |", "|---|---|---|"] + rows)
+
+
+def render_card(cfg: dict, table: pa.Table, teacher: str, teacher_sha256: str, teacher_format: str,
+                summaries: dict) -> str:
+    """The card text for a finished dataset.
+
+    Args:
+        cfg: resolved config (see :func:`kdpipe.pipeline.config.resolve_config`).
+        table: the manifest (one row per sample).
+        summaries: ``{stage: summary dict}`` from the stage states; ``summary['filters']`` feeds the filter table.
+    """
+    task = cfg["task"]
+    seeds = [c for c in table.column_names if c.startswith("seed")]
+    seed_min = min((pc.min(table[c]).as_py() for c in seeds), default=None) if table.num_rows else None
+    seed_max = max((pc.max(table[c]).as_py() for c in seeds), default=None) if table.num_rows else None
+    shards = sorted(set(table["shard"].to_pylist())) if "shard" in table.column_names else []
+    settings = {k: v for k, v in cfg.items() if k not in ("runtime", "description", "card")}
+    task_doc_path = CARD_DIR / f"{task}.md"
+    tc = cfg["teacher"]
+    values = dict(
+        task=task, samples=table.num_rows, shards=len(shards), size_category=_size_category(table.num_rows),
+        seed_min=seed_min, seed_max=seed_max, teacher=teacher, teacher_sha256=teacher_sha256,
+        teacher_format=teacher_format, truncation_psi=tc["truncation_psi"],
+        truncation_cutoff="null" if tc["truncation_cutoff"] is None else tc["truncation_cutoff"],
+        noise_mode=tc["noise_mode"], version=kdpipe.__version__,
+        license=cfg["card"]["license"].replace('"', "'"),
+        description=(cfg["card"]["description"] or cfg.get("description") or "").strip(),
+        teacher_note=(" **This teacher is an untrained built-in network: the data are for tests only.**"
+                      if teacher_format == "builtin" else ""),
+        settings=json.dumps(settings, indent=2, sort_keys=True), filters=_filters(summaries),
+        distributions=_distributions(table),
+        task_doc=task_doc_path.read_text().strip() if task_doc_path.exists() else "",
+        last_shard=shards[-1].rsplit("-", 1)[-1].removesuffix(".tar") if shards else "000000",
+    )
+    return Template((CARD_DIR / "template.md").read_text()).substitute(values)

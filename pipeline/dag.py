@@ -1,0 +1,246 @@
+"""The stage runner: fingerprints, skip/redo decisions, shard-level resume, ranks, dry runs and status.
+
+A stage (see :class:`Stage`) declares the config sections it depends on and the stages upstream of it. Its
+fingerprint is the sha256 of: stage name, output schema version, its semantic config, its upstream stages'
+fingerprints, the teacher checkpoint's sha256 and, for stages whose bytes depend on the device, the device type
+(and the batch size on CUDA, where kernels may depend on it). :data:`NON_SEMANTIC` lists what never counts.
+
+Same fingerprint and outputs present -> skipped. Changed -> the stage and every stage after it are cleaned
+(old outputs removed, never mixed with new ones) and redone. Sharded stages keep per-shard done records, so a
+re-run after a crash redoes only missing shards. With ``WORLD_SIZE``/``RANK`` (torchrun) or
+``SLURM_NTASKS``/``SLURM_PROCID``, rank r renders the shards with ``k % world_size == r``; exclusive stages run
+once, under a shared lock, by whichever rank gets there first, and the reduce stages (manifest, card) run on the
+rank that finds all shards present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from kdpipe.pipeline.fsutil import atomic_write_bytes
+from kdpipe.pipeline.lock import exclusive, hold_run_lock
+
+# Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are.
+NON_SEMANTIC = {"runtime": ("device", "batch_size", "encode_workers", "progress")}
+STATE_DIR = "stages"
+
+
+class Stage(Protocol):
+    """What the runner needs from a stage module."""
+
+    name: str
+    sections: tuple[str, ...]      # config sections whose values change this stage's output
+    schema_version: int            # bump when the output format changes
+    device_dependent: bool         # output bytes depend on the device (teacher float maths)
+    sharded: bool
+
+    def outputs(self, ctx: "Context") -> list[Path]: ...
+    def run(self, ctx: "Context") -> dict: ...
+
+
+@dataclass
+class Context:
+    """Everything a stage sees. ``out`` is ``OUT/<task>``; ``teacher()`` loads the teacher once, lazily."""
+
+    cfg: dict
+    out: Path
+    device: torch.device
+    teacher_sha256: str
+    load_teacher: Callable
+    rank: int = 0
+    world_size: int = 1
+    fingerprints: dict = field(default_factory=dict)
+    log: Callable[[str], None] = print
+    _teacher: object = None
+
+    def teacher(self):
+        if self._teacher is None:
+            self._teacher = self.load_teacher()
+        return self._teacher
+
+    @property
+    def fingerprint(self) -> str:
+        return self.fingerprints[self.current]
+
+    current: str = ""
+
+
+def world_from_env(env=os.environ) -> tuple[int, int]:
+    """``(rank, world_size)`` from torchrun (``RANK``, ``WORLD_SIZE``) or SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``)."""
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"])
+    if "SLURM_NTASKS" in env:
+        return int(env.get("SLURM_PROCID", 0)), int(env["SLURM_NTASKS"])
+    return 0, 1
+
+
+def semantic_config(stage: Stage, cfg: dict) -> dict:
+    """The part of ``cfg`` that changes ``stage``'s output (its sections minus :data:`NON_SEMANTIC`)."""
+    out = {}
+    for section in stage.sections:
+        values = dict(cfg.get(section, {}))
+        for key in NON_SEMANTIC.get(section, ()):
+            values.pop(key, None)
+        out[section] = values
+    return out
+
+
+def fingerprint(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> str:
+    """sha256 hex of what determines ``stage``'s output (see module docstring)."""
+    doc = {"stage": stage.name, "schema_version": stage.schema_version, "config": semantic_config(stage, cfg),
+           "upstream": upstream, "teacher_sha256": teacher_sha256}
+    if stage.device_dependent:
+        doc["device_type"] = device.type
+        if device.type != "cpu":  # CPU output is batch-size invariant (tested); GPU kernels may not be
+            doc["batch_size"] = cfg["runtime"]["batch_size"]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def read_state(out: Path, name: str) -> dict | None:
+    try:
+        return json.loads((out / STATE_DIR / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(out: Path, name: str, state: dict) -> None:
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / STATE_DIR / f"{name}.json", json.dumps(state, indent=1, sort_keys=True).encode())
+
+
+def clean_outputs(ctx: Context, stage: Stage) -> None:
+    """Remove a stage's outputs and its state (files, or whole directories)."""
+    import shutil
+
+    for p in stage.outputs(ctx):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    (ctx.out / STATE_DIR / f"{stage.name}.json").unlink(missing_ok=True)
+
+
+@dataclass
+class Decision:
+    """Why a stage will run or be skipped: ``action`` in {'skip', 'run', 'resume'} and a human reason."""
+
+    stage: str
+    action: str
+    reason: str
+    fingerprint: str
+
+
+def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
+    """Fingerprint every stage and decide skip / run / resume, in order (a redo upstream forces redo below)."""
+    decisions, redo_below = [], False
+    for stage in stages:
+        fp = fingerprint(stage, ctx.cfg, {d.stage: d.fingerprint for d in decisions}, ctx.teacher_sha256, ctx.device)
+        ctx.fingerprints[stage.name] = fp
+        state = read_state(ctx.out, stage.name)
+        ctx.current = stage.name
+        if state is None:
+            action, reason = "run", "never run"
+        elif state.get("fingerprint") != fp:
+            action, reason = "run", "upstream changed" if redo_below else "config, teacher or schema changed"
+        elif state.get("status") != "done":
+            action, reason = "resume", state.get("detail", "interrupted")
+        elif missing := [p for p in stage.outputs(ctx) if not p.exists()]:
+            action, reason = "run", f"output missing: {missing[0].name}"
+        elif hasattr(stage, "check") and (problem := stage.check(ctx)):
+            action, reason = "resume", problem
+        else:
+            action, reason = "skip", "up to date"
+        if redo_below and action == "skip":
+            action, reason = "run", "upstream changed"
+        redo_below = redo_below or action == "run"
+        decisions.append(Decision(stage.name, action, reason, fp))
+    return decisions
+
+
+def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list[Decision]:
+    """Run the stages of one task, resuming where a previous run stopped.
+
+    Returns the decisions taken. With ``dry_run`` nothing is written. A rank whose shards are done but whose
+    peers are not yet finished stops after the sharded stage (the last rank runs the reduce stages).
+    """
+    decisions = plan(stages, ctx)
+    if dry_run:
+        return decisions
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    with hold_run_lock(ctx.out, ctx.rank):
+        for stage, decision in zip(stages, decisions):
+            ctx.current = stage.name
+            with exclusive(ctx.out / ".stage.lock"):
+                state = read_state(ctx.out, stage.name)
+                if state and state.get("fingerprint") == decision.fingerprint and state.get("status") == "done" \
+                        and decision.action == "skip":
+                    continue
+                if state and state.get("fingerprint") != decision.fingerprint:
+                    for later in stages[stages.index(stage):]:  # never mix old outputs with new ones
+                        clean_outputs(ctx, later)
+                if not stage.sharded:
+                    state = read_state(ctx.out, stage.name)
+                    if state and state.get("fingerprint") == decision.fingerprint and state.get("status") == "done":
+                        continue  # another rank did it while we waited for the lock
+                write_state(ctx.out, stage.name, {"fingerprint": decision.fingerprint, "status": "running",
+                                                  "detail": "interrupted while running"})
+                if not stage.sharded:
+                    _run_one(stage, ctx, decision)
+                    continue
+            summary = stage.run(ctx)  # sharded work runs outside the lock, ranks in parallel
+            with exclusive(ctx.out / ".stage.lock"):
+                if not summary.get("complete", True):
+                    ctx.log(f"[{stage.name}] rank {ctx.rank}/{ctx.world_size}: my shards are done; "
+                            f"{summary.get('missing')} shard(s) of other ranks pending; the last rank finishes the job")
+                    return decisions
+                state = read_state(ctx.out, stage.name) or {}
+                if state.get("status") != "done":
+                    write_state(ctx.out, stage.name, _done_state(decision, summary))
+    return decisions
+
+
+def _run_one(stage: Stage, ctx: Context, decision: Decision) -> None:
+    t0 = time.time()
+    summary = stage.run(ctx)
+    summary["seconds"] = round(time.time() - t0, 3)
+    write_state(ctx.out, stage.name, _done_state(decision, summary))
+
+
+def _done_state(decision: Decision, summary: dict) -> dict:
+    return {"fingerprint": decision.fingerprint, "status": "done", "summary": summary,
+            "finished_unix": round(time.time(), 3)}
+
+
+def stage_status(stages: list[Stage], ctx: Context) -> list[dict]:
+    """Per stage: ``{'stage', 'state': done|partial|stale|missing|corrupt, 'detail'}`` for ``kdpipe status``."""
+    rows = []
+    for d, stage in zip(plan(stages, ctx), stages):
+        ctx.current = stage.name
+        state = read_state(ctx.out, stage.name)
+        if hasattr(stage, "shard_report"):
+            rep = stage.shard_report(ctx)
+            if rep["done"] == rep["total"] and d.action == "skip":
+                rows.append({"stage": stage.name, "state": "done", "detail": f"{rep['done']} of {rep['total']} shards"})
+                continue
+            if state is not None and state.get("fingerprint") != d.fingerprint:
+                rows.append({"stage": stage.name, "state": "stale", "detail": d.reason})
+                continue
+            bad = ", ".join(rep["problems"][:3])
+            rows.append({"stage": stage.name, "state": "partial" if rep["done"] else "missing",
+                         "detail": f"{rep['done']} of {rep['total']} shards" + (f"; {bad}" if bad else "")})
+            continue
+        if d.action == "skip":
+            rows.append({"stage": stage.name, "state": "done", "detail": "up to date"})
+        elif state is None:
+            rows.append({"stage": stage.name, "state": "missing", "detail": "never run"})
+        else:
+            rows.append({"stage": stage.name, "state": "stale", "detail": d.reason})
+    return rows

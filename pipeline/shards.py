@@ -1,0 +1,134 @@
+"""Byte-reproducible webdataset shards, written atomically, with per-shard done records.
+
+A shard ``shards/<task>-<k:06d>.tar`` is written as ``<name>.tar.tmp``, flushed and fsync'd, then renamed;
+only then is its record ``shards/.done/<name>.json`` written (sample count, bytes, sha256, stage fingerprint and
+the manifest rows of its samples). A shard without a matching record is not done and is redone by a re-run.
+
+Tars are reproducible: members sorted per sample (webdataset ``TarWriter``), mtime 0, uid/gid 0, fixed user
+and group names and mode, PNGs encoded by :func:`encode_png` with a fixed compression level, JSON with sorted
+keys, ``.npy`` via ``np.save``. Anything that reads webdataset reads these shards without kdpipe.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+from kdpipe.pipeline.errors import DatasetError
+from kdpipe.pipeline.fsutil import atomic_write_bytes, file_sha256
+
+SHARD_DIR = "shards"
+DONE_DIR = ".done"
+
+
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG bytes of an RGB image; deterministic for a given Pillow/zlib build and level.
+
+    Args:
+        image: ``[H, W, 3]`` uint8.
+        compress_level: zlib level 0-9 (1 = fast with most of the size gain; see benchmarks/README.md).
+    """
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """``np.save`` bytes of an array (e.g. latents ``[k, num_ws, w_dim]`` float32)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_json(obj: dict) -> bytes:
+    """Canonical JSON bytes (sorted keys, no whitespace variance)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def shard_name(task: str, k: int) -> str:
+    """``<task>-<k:06d>.tar``; the name webdataset brace patterns expect (``<task>-{000000..000123}.tar``)."""
+    return f"{task}-{k:06d}.tar"
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What a finished shard holds: ``count`` samples, ``bytes`` size, ``sha256`` of the tar, the ``fingerprint``
+    of the stage that wrote it and the manifest ``rows`` (one flat dict per sample)."""
+
+    name: str
+    count: int
+    bytes: int
+    sha256: str
+    fingerprint: str
+    rows: list
+
+
+def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: list) -> ShardRecord:
+    """Write samples to ``path`` atomically and record it as done.
+
+    Args:
+        path: final ``.tar`` path (its directory must exist).
+        samples: dicts ``{"__key__": str, "<ext>": bytes, ...}``.
+        fingerprint: stage fingerprint stored in the done record.
+        rows: manifest rows for these samples (JSON-serialisable flat dicts).
+    Returns:
+        The :class:`ShardRecord`, also saved to ``<dir>/.done/<name>.json``.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "wb") as f:
+        writer = wds.TarWriter(f, user="kdpipe", group="kdpipe", mode=0o644, encoder=False, mtime=0)
+        for sample in samples:
+            writer.write(sample)
+            count += 1
+        writer.close()
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    record = ShardRecord(path.name, count, path.stat().st_size, file_sha256(path), fingerprint, rows)
+    done = path.parent / DONE_DIR
+    done.mkdir(exist_ok=True)
+    atomic_write_bytes(done / (path.name + ".json"), encode_json(record.__dict__))
+    return record
+
+
+def read_record(shard_dir: Path, name: str) -> ShardRecord | None:
+    """The done record of shard ``name``, or ``None`` if absent or unreadable."""
+    p = shard_dir / DONE_DIR / (name + ".json")
+    try:
+        return ShardRecord(**json.loads(p.read_bytes()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def shard_state(shard_dir: Path, name: str, fingerprint: str, check_hash: bool = False) -> str:
+    """``'done'``, ``'missing'`` (no file or no record), ``'stale'`` (other fingerprint) or ``'corrupt'``
+    (size differs from the record, or with ``check_hash`` the sha256 differs)."""
+    rec = read_record(shard_dir, name)
+    path = shard_dir / name
+    if rec is None or not path.exists():
+        return "missing"
+    if rec.fingerprint != fingerprint:
+        return "stale"
+    if path.stat().st_size != rec.bytes or (check_hash and file_sha256(path) != rec.sha256):
+        return "corrupt"
+    return "done"
+
+
+def list_shards(shard_dir: Path) -> list[Path]:
+    """Finished shard files in ``shard_dir`` (sorted), excluding temporaries.
+
+    Raises:
+        DatasetError: the directory does not exist.
+    """
+    if not shard_dir.is_dir():
+        raise DatasetError(f"no shard directory at '{shard_dir}'; run 'kdpipe generate' first")
+    return sorted(p for p in shard_dir.glob("*.tar"))

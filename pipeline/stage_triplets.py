@@ -1,0 +1,137 @@
+"""Stage ``render`` for triplet tasks (style-mix, morph): sharded, resumable, rank-splittable.
+
+Sample ``i``: seeds ``s1 = seed + 2i`` (x1, content) and ``s2 = seed + 2i + 1`` (x2, style/reference);
+``w1, w2`` = truncated ``G.mapping`` outputs; ``x1 = G.synthesis(w1)``, ``x2 = G.synthesis(w2)``;
+target ``y = G.synthesis(mix_ws(w1, w2, layers))`` (style-mix, seed 000 Sec. 3.1: w1 on the first layers)
+or ``G.synthesis((w1 + w2) / 2)`` (morph, seed 002 Sec. 5). Shard ``k`` holds samples
+``[k * shard_size, min((k + 1) * shard_size, n))``.
+
+Sample layout (webdataset key ``%08d`` of i): ``x1.png``, ``x2.png``, ``y.png`` (RGB uint8),
+``json`` (task, index, seeds, op, mix layers, truncation, noise mode, teacher), ``latents.npy`` float32
+``[3, num_ws, w_dim]`` = (w1, w2, w_y) as fed to the synthesis network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, sample_seeds
+from kdpipe.pipeline.render import Renderer, pipelined
+from kdpipe.pipeline.shards import (SHARD_DIR, encode_json, encode_npy, encode_png, shard_name, shard_state,
+                                    write_shard)
+
+SCHEMA_VERSION = 1
+
+
+def shard_ranges(n: int, shard_size: int) -> list[range]:
+    """Sample index ranges of each shard: ``[range(0, s), range(s, 2s), ...]`` covering ``[0, n)``."""
+    return [range(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
+
+
+class ShardedStage:
+    """Shared shard bookkeeping for sharded stages: which shards exist, which are done, which this rank owns.
+
+    Subclasses set ``name`` and implement ``n_items(ctx)``, ``shard_size(ctx)`` and
+    ``write_one(ctx, k, indices, path)``.
+    """
+
+    sharded = True
+    device_dependent = True
+
+    def shard_dir(self, ctx) -> Path:
+        return ctx.out / SHARD_DIR
+
+    def outputs(self, ctx) -> list[Path]:
+        return [self.shard_dir(ctx)]
+
+    def shards(self, ctx) -> list[tuple[int, range, str]]:
+        return [(k, r, shard_name(ctx.cfg["task"], k))
+                for k, r in enumerate(shard_ranges(self.n_items(ctx), self.shard_size(ctx)))]
+
+    def shard_report(self, ctx, check_hash: bool = False) -> dict:
+        """``{'total', 'done', 'problems': ['<name>: missing|stale|corrupt', ...]}``."""
+        shards = self.shards(ctx)
+        states = [(name, shard_state(self.shard_dir(ctx), name, ctx.fingerprint, check_hash)) for _, _, name in shards]
+        problems = [f"{name}: {s}" for name, s in states if s != "done"]
+        return {"total": len(shards), "done": len(shards) - len(problems), "problems": problems}
+
+    def check(self, ctx) -> str | None:
+        rep = self.shard_report(ctx)
+        return None if not rep["problems"] else f"{len(rep['problems'])} shard(s) to redo ({rep['problems'][0]})"
+
+    def run(self, ctx) -> dict:
+        shard_dir = self.shard_dir(ctx)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in shard_dir.glob("*.tmp"):  # leftovers of a killed run; never mistaken for shards
+            if int(tmp.name.split("-")[-1].split(".")[0]) % ctx.world_size == ctx.rank:
+                tmp.unlink(missing_ok=True)
+        shards = self.shards(ctx)
+        mine = [(k, r, name) for k, r, name in shards if k % ctx.world_size == ctx.rank
+                and shard_state(shard_dir, name, ctx.fingerprint) != "done"]
+        progress = tqdm(total=sum(len(r) for _, r, _ in mine), unit="sample", desc=f"{ctx.cfg['task']} {self.name}",
+                        disable=not ctx.cfg["runtime"]["progress"])
+        for k, r, name in mine:
+            self.write_one(ctx, k, r, shard_dir / name, progress)
+        progress.close()
+        rep = self.shard_report(ctx)
+        return {"complete": not rep["problems"], "missing": len(rep["problems"]), "shards": rep["total"],
+                "written_by_this_rank": len(mine)}
+
+
+class TripletRender(ShardedStage):
+    """The ``render`` stage of triplet tasks (see module docstring)."""
+
+    name = "render"
+    sections = ("teacher", "render")
+    schema_version = SCHEMA_VERSION
+
+    def n_items(self, ctx) -> int:
+        return ctx.cfg["render"]["n"]
+
+    def shard_size(self, ctx) -> int:
+        return ctx.cfg["render"]["shard_size"]
+
+    def write_one(self, ctx, k: int, indices: range, path: Path, progress) -> None:
+        cfg, teacher = ctx.cfg, ctx.teacher()
+        G = teacher.G
+        rc, tc, rt = cfg["render"], cfg["teacher"], cfg["runtime"]
+        renderer = Renderer(G, ctx.device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
+                            rt["batch_size"])
+        layers = parse_mix(rc["mix"], G.num_ws) if rc["op"] == "style-mix" else None
+        per_forward = max(1, rt["batch_size"] // 3)  # 3 images per sample
+        chunks = [indices[a:a + per_forward] for a in range(0, len(indices), per_forward)]
+        meta = {"task": cfg["task"], "op": rc["op"], "mix_layers_from_x2": layers,
+                "truncation_psi": tc["truncation_psi"], "truncation_cutoff": tc["truncation_cutoff"],
+                "noise_mode": tc["noise_mode"], "teacher": teacher.name, "teacher_sha256": teacher.sha256}
+
+        def render(chunk):
+            seeds = [sample_seeds(rc["seed"], i, 2) for i in chunk]
+            ws = renderer.ws_from_seeds([s for pair in seeds for s in pair]).reshape(len(chunk), 2, G.num_ws, -1)
+            w1, w2 = ws[:, 0], ws[:, 1]
+            wy = mix_ws(w1, w2, layers) if layers is not None else morph_ws(w1, w2)
+            lat = torch.stack([w1, w2, wy], dim=1)  # [B, 3, num_ws, w_dim]
+            imgs = renderer.images(lat.reshape(-1, G.num_ws, lat.shape[-1])).reshape(len(chunk), 3, *G_shape(G))
+            lat = lat.cpu().numpy().astype(np.float32)
+            progress.update(len(chunk))
+            return [(i, s, imgs[j], lat[j]) for j, (i, s) in enumerate(zip(chunk, seeds))]
+
+        level = rc["png_compress_level"]
+
+        def encode(item):
+            i, seeds, imgs, lat = item
+            info = dict(meta, index=i, seeds=seeds)
+            return {"__key__": f"{i:08d}", "x1.png": encode_png(imgs[0], level), "x2.png": encode_png(imgs[1], level),
+                    "y.png": encode_png(imgs[2], level), "json": encode_json(info), "latents.npy": encode_npy(lat)}
+
+        rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": sample_seeds(rc["seed"], i, 2)[0],
+                 "seed_x2": sample_seeds(rc["seed"], i, 2)[1]} for i in indices]
+        write_shard(path, pipelined(chunks, render, encode, rt["encode_workers"]), ctx.fingerprint, rows)
+
+
+def G_shape(G) -> tuple[int, int, int]:
+    """``(H, W, C)`` of the generator's uint8 output images."""
+    return (G.img_resolution, G.img_resolution, G.img_channels)
