@@ -54,6 +54,9 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     cfg = resolve_config(task, config_file=config_file, overrides=overrides, cli=cli)
     ctx = make_context(cfg, out_root, log)
     stages = build_stages(cfg)
+    for stage in stages:
+        if hasattr(stage, "validate"):
+            stage.validate(cfg, ctx.teacher())
     if not dry_run:  # saved first, so `kdpipe status` works on an interrupted run too
         ctx.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(ctx.out / "config.yaml", yaml.safe_dump(cfg, sort_keys=True).encode())

@@ -89,6 +89,11 @@ class TripletRender(ShardedStage):
     sections = ("teacher", "render")
     schema_version = SCHEMA_VERSION
 
+    def validate(self, cfg: dict, teacher) -> None:
+        """Checks that need the teacher (before anything is written). Raises ConfigError."""
+        if cfg["render"]["op"] == "style-mix":
+            parse_mix(cfg["render"]["mix"], teacher.G.num_ws)
+
     def n_items(self, ctx) -> int:
         return ctx.cfg["render"]["n"]
 
