@@ -38,6 +38,7 @@ __all__ = [
     "ImageStatistics",
     "build_classifier",
     "check_images",
+    "check_output",
     "classify_files",
     "images_to_uint8",
     "load_image_file",
@@ -150,7 +151,7 @@ class ImageStatistics:
         self.attributes = attributes
 
     def __call__(self, images: torch.Tensor) -> ClassifierOutput:
-        rgb = ((check_images(images).detach().double() + 1) / 2).clamp(0, 1)  # [N, 3, H, W]
+        rgb = ((check_images(images).detach().float() + 1) / 2).clamp(0, 1)  # [N, 3, H, W]
         n = rgb.shape[0]
         values: dict[str, np.ndarray] = {}
         confidences: dict[str, np.ndarray] = {}
@@ -162,11 +163,11 @@ class ImageStatistics:
         if "brightness" in self.attributes:
             r, g, b = rgb.unbind(dim=1)
             luma = _REC601[0] * r + _REC601[1] * g + _REC601[2] * b
-            values["brightness"] = luma.mean(dim=(1, 2)).float().numpy()
+            values["brightness"] = luma.mean(dim=(1, 2)).float().cpu().numpy()
             confidences["brightness"] = ones.copy()
         if "saturation" in self.attributes:
             sat = torch.where(maxc > 0, chroma / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
-            values["saturation"] = sat.mean(dim=(1, 2)).float().numpy()
+            values["saturation"] = sat.mean(dim=(1, 2)).float().cpu().numpy()
             confidences["saturation"] = ones.copy()
         if "hue" in self.attributes:
             hue, conf, has_hue = _circular_mean_hue(rgb, maxc, chroma)
@@ -196,7 +197,7 @@ def _circular_mean_hue(
     conf = torch.sqrt(s * s + c * c) / total.clamp_min(1e-12)
     hue = torch.where(has_hue, hue, torch.full_like(hue, float("nan")))
     conf = torch.where(has_hue, conf.clamp(0, 1), torch.zeros_like(conf))
-    return hue.float().numpy(), conf.float().numpy(), has_hue.numpy()
+    return hue.float().cpu().numpy(), conf.float().cpu().numpy(), has_hue.cpu().numpy()
 
 
 def check_output(output: Any, n: int, attributes: Sequence[str], name: str) -> ClassifierOutput:
@@ -222,7 +223,8 @@ def check_output(output: Any, n: int, attributes: Sequence[str], name: str) -> C
             arr = np.asarray(arr, dtype=np.float32)
             if arr.shape != (n,):
                 raise ClassifierError(
-                    f"classifier {name} returned {kind}[{key!r}] of shape {list(arr.shape)} for {n} images, expected [{n}]"
+                    f"classifier {name} returned {kind}[{key!r}] of shape {list(arr.shape)} for {n} images, "
+                    f"expected [{n}]"
                 )
             got[key] = arr
     valid = np.asarray(output.valid)

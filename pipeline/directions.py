@@ -268,7 +268,9 @@ def project_out(
         vec = o.vector if isinstance(o, Direction) else np.asarray(o)
         names.append(o.attribute if isinstance(o, Direction) else f"vector{i}")
         if vec.shape != v.shape:
-            raise DirectionError(f"cannot project {direction.attribute!r} ({v.shape}) against {names[-1]} ({vec.shape})")
+            raise DirectionError(
+                f"cannot project {direction.attribute!r} (shape {v.shape}) against {names[-1]} (shape {vec.shape})"
+            )
         cols.append(vec.astype(np.float64))
     if not cols:
         return direction
@@ -290,7 +292,8 @@ def project_out(
         residual_cosines={n: float(unit @ c / np.linalg.norm(c)) for n, c in zip(names, cols)},
         norm=float(np.linalg.norm(out)),
     )
-    return Direction(direction.attribute, direction.method, direction.source, direction.target, out.astype(np.float32), report)
+    d = direction
+    return Direction(d.attribute, d.method, d.source, d.target, out.astype(np.float32), report)
 
 
 @dataclass

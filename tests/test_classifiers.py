@@ -207,6 +207,8 @@ def test_no_face_and_batch_invariance(faces, astronaut):
     for k in single.values:
         np.testing.assert_allclose(out.values[k][:1], single.values[k], rtol=1e-4)
     assert faces(_to_tensor(cat)).valid.tolist() == [False]
+    tiny = faces(torch.zeros(2, 3, 16, 16))  # smaller than MTCNN's min_face_size: no face, no crash
+    assert tiny.valid.tolist() == [False, False] and np.isnan(tiny.values["age"]).all()
 
 
 def test_detect_resolution_and_bins_option(astronaut):
@@ -217,6 +219,9 @@ def test_detect_resolution_and_bins_option(astronaut):
     np.testing.assert_allclose(small.extra["face_box"], full.extra["face_box"], atol=8)
     two = build_classifier("age", age_bin_edges=[0, 1000, 2000])(_to_tensor(astronaut))
     assert two.values["age_bin"][0] == 0 and two.confidences["age_bin"][0] == pytest.approx(1, abs=1e-5)
+    assert "age_probabilities" in two.extra
+    gender_only = build_classifier("gender")(_to_tensor(astronaut))
+    assert set(gender_only.values) == {"face", "gender"} and "age_probabilities" not in gender_only.extra
     with pytest.raises(ClassifierError, match="strictly increasing"):
         build_classifier("age", age_bin_edges=[0, 50, 20])
 
