@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import os
 import pickle
 import types
@@ -64,8 +65,10 @@ def _reconstruct_persistent_obj(meta):  # pragma: no cover - never called; pickl
     raise NotImplementedError
 
 
-class _Persistent:
-    """Pickles as ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` (no BUILD state), as upstream."""
+class PersistentOut:
+    """Pickles (with :func:`dumps_official`) as ``torch_utils.persistence._reconstruct_persistent_obj(meta)``,
+    with no BUILD state, as upstream ``persistent_class.__reduce__`` does. ``meta``: ``{'type': 'class',
+    'version': 6, 'module_src': str, 'class_name': str, 'state': dict}``."""
 
     def __init__(self, meta: dict):
         self.meta = meta
@@ -105,6 +108,15 @@ class _OfficialNamesPickler(pickle._Pickler):
 
     dispatch = dict(pickle._Pickler.dispatch)
     dispatch[types.FunctionType] = save_global  # the base table holds the base class's save_global
+
+
+def dumps_official(obj: Any, protocol: int = 4) -> bytes:
+    """Pickle ``obj``, writing kdpipe's stand-ins (:class:`PersistentOut`, TF networks, EasyDicts) under the
+    official global names (``torch_utils.persistence._reconstruct_persistent_obj``, ...). For hand-made
+    checkpoints in tests; the writers below use the same pickler."""
+    buf = io.BytesIO()
+    _OfficialNamesPickler(buf, protocol=protocol).dump(obj)
+    return buf.getvalue()
 
 
 def _atomic_write(path: Path, write) -> Path:
@@ -190,7 +202,7 @@ def _plain_attr(value: Any) -> bool:
     return isinstance(value, _PLAIN_TYPES)
 
 
-def _persistent(module: torch.nn.Module, module_src: str, init_kwargs: dict | None = None) -> _Persistent:
+def _persistent(module: torch.nn.Module, module_src: str, init_kwargs: dict | None = None) -> PersistentOut:
     """An ``nn.Module`` as upstream persistence pickles it: ``meta['state']`` is the module ``__dict__``.
 
     ``_parameters`` / ``_buffers`` / ``_modules`` become OrderedDicts (Parameters with requires_grad=False, as
@@ -221,7 +233,7 @@ def _persistent(module: torch.nn.Module, module_src: str, init_kwargs: dict | No
     state["_init_kwargs"] = init_kwargs if init_kwargs is not None else {}
     meta = {"type": "class", "version": _PERSISTENCE_VERSION, "module_src": module_src,
             "class_name": type(module).__name__, "state": state}
-    return _Persistent(meta)
+    return PersistentOut(meta)
 
 
 def _easy(d: dict) -> _EasyDict:
