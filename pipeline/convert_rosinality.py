@@ -135,11 +135,16 @@ def rosinality_to_nv_generator(sd_r: dict, latent_avg: torch.Tensor | None,
             sd[nv + "affine.bias"] = _get(sd_r, ro + "conv.modulation.bias", source)
     info = {"lr_multiplier": f"mapping lr multiplier assumed {ROSINALITY_LR_MLP} (rosinality default lr_mlp; "
                              "not stored in the file)"}
+    if kwargs["channel_max"] == 512:
+        info["channel_multiplier"] = kwargs["channel_base"] / 16384  # rosinality m <=> channel_base 16384*m
     sd["mapping.w_avg"] = torch.zeros(kwargs["w_dim"])
     for i in range(kwargs["mapping_kwargs"]["num_layers"]):
         sd[f"mapping.fc{i}.weight"] = _get(sd_r, f"style.{i + 1}.weight", source)
         sd[f"mapping.fc{i}.bias"] = _get(sd_r, f"style.{i + 1}.bias", source)
     if latent_avg is not None:
+        if latent_avg.numel() != kwargs["w_dim"]:
+            raise CheckpointError(f"checkpoint '{source}': 'latent_avg' has {latent_avg.numel()} values, "
+                                  f"expected w_dim={kwargs['w_dim']}")
         sd["mapping.w_avg"] = latent_avg.detach().to(torch.float32).reshape(-1).clone()
         info["w_avg"] = "from the file's 'latent_avg'"
     else:

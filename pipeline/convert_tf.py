@@ -137,7 +137,7 @@ def tf_to_nv_generator(tf_params: dict, static_kwargs: dict, source: str = "<che
         CheckpointError: unknown kwarg, progressive-growing (``ToRGB_lod*``) or ``LabelConcat`` networks,
             missing variables.
     """
-    if any(name.startswith("synthesis/ToRGB_lod") or "/ToRGB_lod" in name for name in tf_params):
+    if any("ToRGB_lod" in name for name in tf_params):
         raise CheckpointError(f"checkpoint '{source}' is a progressive-growing StyleGAN2 (configs a-d, ToRGB_lod*); "
                               "only configs e/f are supported (stylegan2-ada-pytorch legacy.py fails on them too)")
     if "mapping/LabelConcat/weight" in tf_params:

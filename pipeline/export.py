@@ -263,19 +263,21 @@ def _ada_generator_kwargs(kwargs: dict, layout: str) -> dict:
 
 
 def write_nvlabs_pytorch_pkl(path: str | Path, G: torch.nn.Module, D: torch.nn.Module | None = None, *,
-                             layout: str = "ada", G_kwargs: dict | None = None,
-                             D_kwargs: dict | None = None) -> Path:
+                             layout: str = "ada", G_kwargs: dict | None = None, D_kwargs: dict | None = None,
+                             protocol: int = pickle.DEFAULT_PROTOCOL) -> Path:
     """Write a stylegan2-ada-pytorch (``layout='ada'``) or stylegan3 (``'stylegan3'``) network snapshot pickle.
 
     Matches ``training/training_loop.py``: ada ``dict(training_set_kwargs, G, D, G_ema, augment_pipe=None)``,
     stylegan3 ``dict(G, D, G_ema, augment_pipe, training_set_kwargs)``; every module (and sub-module) pickles as
     ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with ``meta = {'type': 'class', 'version': 6,
     'module_src': PLACEHOLDER_SRC, 'class_name', 'state'}``; tensors pickle the torch way
-    (``_rebuild_parameter`` / ``_rebuild_tensor_v2`` / ``_load_from_bytes``). Python's default protocol.
+    (``_rebuild_parameter`` / ``_rebuild_tensor_v2`` / ``_load_from_bytes``).
 
     Args:
         G: its weights become both ``G`` and ``G_ema``.
         D: or None (then ``D`` is None in the dict; ada ``legacy.load_network_pkl`` rejects that, kdpipe does not).
+        protocol: pickle protocol; 3 reproduces files written under Python 3.7 (ada's target; sets are then
+            pickled as ``builtins.set``), the default 4 those of Python 3.8-3.13.
     Raises:
         CheckpointError: unknown layout or a network without init_kwargs.
     """
@@ -299,7 +301,7 @@ def write_nvlabs_pytorch_pkl(path: str | Path, G: torch.nn.Module, D: torch.nn.M
     else:
         data = dict(G=nets["G"], D=nets["D"], G_ema=nets["G_ema"], augment_pipe=None,
                     training_set_kwargs=training_set_kwargs)
-    return _atomic_write(path, lambda f: _OfficialNamesPickler(f, protocol=pickle.DEFAULT_PROTOCOL).dump(data))
+    return _atomic_write(path, lambda f: _OfficialNamesPickler(f, protocol=protocol).dump(data))
 
 
 # ---------------------------------------------------------------------------------------------- rosinality

@@ -60,6 +60,7 @@ WRITERS = {
     "tf": (lambda p, G, D: export.write_nvlabs_tf_pkl(p, G, D), "nvlabs-tf", True),
     "tf-gs-only": (lambda p, G, D: export.write_nvlabs_tf_pkl(p, G), "nvlabs-tf", False),
     "ada": (lambda p, G, D: export.write_nvlabs_pytorch_pkl(p, G, D), "nvlabs-pytorch", True),
+    "ada-protocol3": (lambda p, G, D: export.write_nvlabs_pytorch_pkl(p, G, D, protocol=3), "nvlabs-pytorch", True),
     "stylegan3": (lambda p, G, D: export.write_nvlabs_pytorch_pkl(p, G, D, layout="stylegan3"), "nvlabs-pytorch", True),
     "rosinality": (lambda p, G, D: export.write_rosinality_pt(p, G, D), "rosinality", True),
 }
