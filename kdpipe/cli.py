@@ -107,6 +107,24 @@ def verify(path: Annotated[str, typer.Argument(help="A dataset directory (local 
     typer.echo(f"OK {path}")
 
 
+@app.command()
+@user_errors
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG).")],
+    classifier: Annotated[Optional[list[str]], typer.Option(
+        help="Classifier name or module:Class (repeatable); default face-attributes.")] = None,
+    device: Annotated[str, typer.Option(help="Device for MTCNN: cpu, cuda.")] = "cpu",
+):
+    """Print one JSON line per image: face probability and box, each attribute's value and confidence."""
+    from kdpipe.pipeline.classifiers import build_classifier, classify_files
+
+    face_like = {"face", "gender", "age", "face-attributes"}
+    clfs = [build_classifier(c, **({"device": device} if c in face_like else {}))
+            for c in (classifier or ["face-attributes"])]
+    for entry in classify_files(images, clfs):
+        typer.echo(json.dumps(entry, sort_keys=True))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

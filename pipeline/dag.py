@@ -196,6 +196,15 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
                     _run_one(stage, ctx, decision)
                     continue
             summary = stage.run(ctx)  # sharded work runs outside the lock, ranks in parallel
+            later_sharded = any(s.sharded for s in stages[stages.index(stage) + 1:])
+            waited = 0.0
+            while later_sharded and not summary.get("complete", True):  # peers still on this stage: wait
+                if waited % 60 == 0:
+                    ctx.log(f"[{stage.name}] rank {ctx.rank}: waiting for {summary.get('missing')} shard(s) "
+                            "of other ranks")
+                time.sleep(2)
+                waited += 2
+                summary = stage.summarize(ctx)
             with exclusive(ctx.out / ".stage.lock"):
                 if not summary.get("complete", True):
                     ctx.log(f"[{stage.name}] rank {ctx.rank}/{ctx.world_size}: my shards are done; "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -60,8 +60,9 @@ def shard_name(task: str, k: int) -> str:
 
 @dataclass(frozen=True)
 class ShardRecord:
-    """What a finished shard holds: ``count`` samples, ``bytes`` size, ``sha256`` of the tar, the ``fingerprint``
-    of the stage that wrote it and the manifest ``rows`` (one flat dict per sample)."""
+    """What a finished shard holds: ``count`` samples, ``bytes`` size, ``sha256`` of the file, the ``fingerprint``
+    of the stage that wrote it, the manifest ``rows`` (one flat dict per sample) and free ``stats`` (e.g. filter
+    counts of a selecting stage)."""
 
     name: str
     count: int
@@ -69,9 +70,11 @@ class ShardRecord:
     sha256: str
     fingerprint: str
     rows: list
+    stats: dict = field(default_factory=dict)
 
 
-def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: list) -> ShardRecord:
+def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: list,
+                stats: dict | None = None) -> ShardRecord:
     """Write samples to ``path`` atomically and record it as done.
 
     Args:
@@ -79,6 +82,7 @@ def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: lis
         samples: dicts ``{"__key__": str, "<ext>": bytes, ...}``.
         fingerprint: stage fingerprint stored in the done record.
         rows: manifest rows for these samples (JSON-serialisable flat dicts).
+        stats: extra counts kept in the record.
     Returns:
         The :class:`ShardRecord`, also saved to ``<dir>/.done/<name>.json``.
     """
@@ -93,7 +97,14 @@ def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: lis
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    record = ShardRecord(path.name, count, path.stat().st_size, file_sha256(path), fingerprint, rows)
+    return record_done(path, count, fingerprint, rows, stats)
+
+
+def record_done(path: Path, count: int, fingerprint: str, rows: list | None = None,
+                stats: dict | None = None) -> ShardRecord:
+    """Record the finished file ``path`` (any format) as done: ``<dir>/.done/<name>.json`` with its sha256."""
+    record = ShardRecord(path.name, count, path.stat().st_size, file_sha256(path), fingerprint, rows or [],
+                         stats or {})
     done = path.parent / DONE_DIR
     done.mkdir(exist_ok=True)
     atomic_write_bytes(done / (path.name + ".json"), encode_json(record.__dict__))

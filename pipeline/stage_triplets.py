@@ -17,69 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, sample_seeds
 from kdpipe.pipeline.render import Renderer, pipelined
-from kdpipe.pipeline.shards import (SHARD_DIR, encode_json, encode_npy, encode_png, shard_name, shard_state,
-                                    write_shard)
+from kdpipe.pipeline.sharded import ShardedStage
+from kdpipe.pipeline.shards import encode_json, encode_npy, encode_png, write_shard
 
 SCHEMA_VERSION = 1
-
-
-def shard_ranges(n: int, shard_size: int) -> list[range]:
-    """Sample index ranges of each shard: ``[range(0, s), range(s, 2s), ...]`` covering ``[0, n)``."""
-    return [range(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
-
-
-class ShardedStage:
-    """Shared shard bookkeeping for sharded stages: which shards exist, which are done, which this rank owns.
-
-    Subclasses set ``name`` and implement ``n_items(ctx)``, ``shard_size(ctx)`` and
-    ``write_one(ctx, k, indices, path)``.
-    """
-
-    sharded = True
-    device_dependent = True
-
-    def shard_dir(self, ctx) -> Path:
-        return ctx.out / SHARD_DIR
-
-    def outputs(self, ctx) -> list[Path]:
-        return [self.shard_dir(ctx)]
-
-    def shards(self, ctx) -> list[tuple[int, range, str]]:
-        return [(k, r, shard_name(ctx.cfg["task"], k))
-                for k, r in enumerate(shard_ranges(self.n_items(ctx), self.shard_size(ctx)))]
-
-    def shard_report(self, ctx, check_hash: bool = False) -> dict:
-        """``{'total', 'done', 'problems': ['<name>: missing|stale|corrupt', ...]}``."""
-        shards = self.shards(ctx)
-        states = [(name, shard_state(self.shard_dir(ctx), name, ctx.fingerprint, check_hash)) for _, _, name in shards]
-        problems = [f"{name}: {s}" for name, s in states if s != "done"]
-        return {"total": len(shards), "done": len(shards) - len(problems), "problems": problems}
-
-    def check(self, ctx) -> str | None:
-        rep = self.shard_report(ctx)
-        return None if not rep["problems"] else f"{len(rep['problems'])} shard(s) to redo ({rep['problems'][0]})"
-
-    def run(self, ctx) -> dict:
-        shard_dir = self.shard_dir(ctx)
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        for tmp in shard_dir.glob("*.tmp"):  # leftovers of a killed run; never mistaken for shards
-            if int(tmp.name.split("-")[-1].split(".")[0]) % ctx.world_size == ctx.rank:
-                tmp.unlink(missing_ok=True)
-        shards = self.shards(ctx)
-        mine = [(k, r, name) for k, r, name in shards if k % ctx.world_size == ctx.rank
-                and shard_state(shard_dir, name, ctx.fingerprint) != "done"]
-        progress = tqdm(total=sum(len(r) for _, r, _ in mine), unit="sample", desc=f"{ctx.cfg['task']} {self.name}",
-                        disable=not ctx.cfg["runtime"]["progress"])
-        for k, r, name in mine:
-            self.write_one(ctx, k, r, shard_dir / name, progress)
-        progress.close()
-        rep = self.shard_report(ctx)
-        return {"complete": not rep["problems"], "missing": len(rep["problems"]), "shards": rep["total"],
-                "written_by_this_rank": len(mine)}
 
 
 class TripletRender(ShardedStage):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from kdpipe.pipeline.errors import ConfigError
+from kdpipe.pipeline.stage_attributes import ClassifyStage, DirectionsStage, SampleStage
+from kdpipe.pipeline.stage_pairs import PairsStage
 from kdpipe.pipeline.stage_reduce import CardStage, ManifestStage
 from kdpipe.pipeline.stage_triplets import TripletRender
 
 STAGES = {
     "render": TripletRender,
+    "sample": SampleStage,
+    "classify": ClassifyStage,
+    "directions": DirectionsStage,
+    "pairs": PairsStage,
     "manifest": ManifestStage,
     "card": CardStage,
 }

@@ -1,0 +1,193 @@
+"""Stage ``pairs`` (render/select) of attribute-pair tasks (seed 002 "Dataset generation", steps 5-7).
+
+For candidate ``i`` (seed ``pairs.seed + i``, truncated ws):
+
+* binary attributes (gender, brightness): render ``G(w + t * scale * delta)`` on the direction's layers for each
+  ``t`` in ``pairs.steps`` (default -1, -1/2, 0, 1/2, 1), classify every image, and keep the pair (a, b),
+  ``t_a < t_b``, whose images are class 0 and class 1 with confidence >= ``attribute.min_confidence`` and pass
+  the face filter; among several, the one closest to the unedited latent (smallest ``|t_a| + |t_b|``, then the
+  shorter edit). ``src`` is the class-0 image, ``tgt`` the class-1 image (e.g. female -> male); train the other
+  direction by swapping them.
+* bins (age): classify ``G(w)``; for its bin k and each step s of ``directions.age_steps`` (+2, -2), render
+  ``G(w + scale * delta_{k,s})`` and keep it if it is classified in the target bin; ``src`` is the younger image,
+  ``tgt`` the older. With both steps valid, even indices keep +s, odd ones -s (balance).
+
+Candidates without a valid pair are dropped and counted (``stats`` of each shard, the card's filter table).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdpipe.pipeline.attributes import classify_images, labels, make_classifier, usable
+from kdpipe.pipeline.errors import ConfigError
+from kdpipe.pipeline.sharded import ShardedStage
+from kdpipe.pipeline.shards import encode_json, encode_npy, encode_png, write_shard
+from kdpipe.pipeline.stage_attributes import layer_range, renderer_for, uint8_to_float
+
+
+def choose_pair(lab: np.ndarray, conf: np.ndarray, ok: np.ndarray, steps: list[float], min_conf: float):
+    """Index pair ``(a, b)`` into ``steps`` (class 0 at a, class 1 at b, a before b) or None.
+
+    Args:
+        lab, conf, ok: ``[len(steps)]`` labels {-1, 0, 1}, confidences, usable mask of one candidate's images.
+    """
+    best = None
+    for a in range(len(steps)):
+        for b in range(a + 1, len(steps)):
+            if not (ok[a] and ok[b] and lab[a] == 0 and lab[b] == 1 and conf[a] >= min_conf and conf[b] >= min_conf):
+                continue
+            key = (abs(steps[a]) + abs(steps[b]), steps[b] - steps[a])
+            if best is None or key < best[0]:
+                best = (key, a, b)
+    return None if best is None else best[1:]
+
+
+class PairsStage(ShardedStage):
+    """``pairs``: filtered attribute pairs in webdataset shards (see module docstring)."""
+
+    name = "pairs"
+    sections = ("teacher", "attribute", "pairs")
+    schema_version = 1
+
+    def validate(self, cfg: dict, teacher) -> None:
+        steps = cfg["pairs"]["steps"]
+        if len(steps) < 2 or sorted(steps) != steps or not all(isinstance(t, (int, float)) for t in steps):
+            raise ConfigError(f"pairs.steps: {steps!r} must be >= 2 increasing numbers, e.g. [-1, -0.5, 0, 0.5, 1]")
+        layers = cfg["directions"]["layers"]
+        if len(layers) != 2 or not 0 <= layers[0] < layers[1]:
+            raise ConfigError(f"directions.layers: {layers!r} must be [start, end) with 0 <= start < end")
+        if layers[0] >= teacher.G.num_ws:
+            raise ConfigError(f"directions.layers: start {layers[0]} >= num_ws {teacher.G.num_ws}")
+
+    def n_items(self, ctx) -> int:
+        return ctx.cfg["pairs"]["n"]
+
+    def shard_size(self, ctx) -> int:
+        return ctx.cfg["pairs"]["shard_size"]
+
+    def filter_summary(self, stats: dict) -> dict:
+        out = dict(stats)
+        out["pairs.pass_rate"] = round(stats.get("pairs.kept", 0) / max(stats.get("pairs.candidates", 0), 1), 4)
+        return out
+
+    def write_one(self, ctx, k: int, indices: range, path: Path, progress) -> None:
+        cfg, teacher = ctx.cfg, ctx.teacher()
+        G, pc, ac = teacher.G, cfg["pairs"], cfg["attribute"]
+        direction = json.loads((ctx.out / "directions" / "direction.json").read_text())
+        self._clf = getattr(self, "_clf", None) or make_classifier(cfg, ctx.device)
+        r = renderer_for(ctx)
+        layers = layer_range(cfg, G.num_ws)
+        stats = {"pairs.candidates": 0, "pairs.kept": 0, "pairs.no_valid_pair": 0, "pairs.source_unusable": 0}
+        samples, rows = [], []
+        step = max(1, cfg["runtime"]["batch_size"] // max(2, len(pc["steps"])))
+        for a in range(0, len(indices), step):
+            chunk = list(indices[a:a + step])
+            ws = r.ws_from_seeds([pc["seed"] + i for i in chunk]).cpu()
+            picked = (self._pick_binary if direction["kind"] == "binary" else self._pick_bins)(
+                ctx, r, ws, layers, direction, stats)
+            for j, i in enumerate(chunk):
+                stats["pairs.candidates"] += 1
+                if picked[j] is None:
+                    continue
+                stats["pairs.kept"] += 1
+                info, imgs, lat = picked[j]
+                info = dict(info, task=cfg["task"], index=i, seed=pc["seed"] + i, attribute=ac["name"],
+                            truncation_psi=cfg["teacher"]["truncation_psi"], teacher=teacher.name,
+                            teacher_sha256=teacher.sha256, layers=layers)
+                lvl = pc["png_compress_level"]
+                samples.append({"__key__": f"{i:08d}", "src.png": encode_png(imgs[0], lvl),
+                                "tgt.png": encode_png(imgs[1], lvl), "json": encode_json(info),
+                                "latents.npy": encode_npy(lat)})
+                rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": pc["seed"] + i,
+                             "direction": info["direction"], "src_t": info["src"]["t"], "tgt_t": info["tgt"]["t"],
+                             **{f"src_{n}": v for n, v in info["src"]["attributes"].items()},
+                             **{f"tgt_{n}": v for n, v in info["tgt"]["attributes"].items()}})
+            progress.update(len(chunk))
+        stats["pairs.no_valid_pair"] = stats["pairs.candidates"] - stats["pairs.kept"] - stats["pairs.source_unusable"]
+        write_shard(path, samples, ctx.fingerprint, rows, stats)
+
+    def _classify(self, ctx, images: np.ndarray):
+        cols = classify_images(self._clf, uint8_to_float(images), ctx.cfg["sample"]["resolution"])
+        return cols
+
+    @staticmethod
+    def _attrs(cols, idx):
+        return {n: (None if not np.isfinite(cols[n][idx]) else round(float(cols[n][idx]), 6))
+                for n in cols if n != "valid" and not n.startswith("face_box")}
+
+    def _pick_binary(self, ctx, r, ws, layers, direction, stats):
+        steps, scale = ctx.cfg["pairs"]["steps"], ctx.cfg["pairs"]["scale"]
+        delta = torch.as_tensor(direction["vector"], dtype=torch.float32)
+        K, B = len(steps), ws.shape[0]
+        edits = ws.unsqueeze(1).repeat(1, K, 1, 1)  # [B, K, num_ws, w_dim]
+        for kk, t in enumerate(steps):
+            edits[:, kk, layers] += t * scale * delta
+        images = r.images(edits.reshape(B * K, *ws.shape[1:]))
+        cols = self._classify(ctx, images)
+        lab, conf = labels(cols, ctx.cfg, direction.get("thresholds"))
+        ok = usable(cols, ctx.cfg)
+        names = direction["class_names"]
+        out = []
+        for b in range(B):
+            sl = slice(b * K, (b + 1) * K)
+            pair = choose_pair(lab[sl], conf[sl], ok[sl], steps, ctx.cfg["attribute"]["min_confidence"])
+            if pair is None:
+                out.append(None)
+                continue
+            ia, ib = b * K + pair[0], b * K + pair[1]
+            info = {"direction": f"{names[0]}->{names[1]}",
+                    "src": {"t": steps[pair[0]], "class": names[0], "confidence": float(conf[ia]),
+                            "attributes": self._attrs(cols, ia)},
+                    "tgt": {"t": steps[pair[1]], "class": names[1], "confidence": float(conf[ib]),
+                            "attributes": self._attrs(cols, ib)},
+                    "steps": steps, "scale": scale}
+            lat = torch.stack([edits[b, pair[0]], edits[b, pair[1]]]).numpy().astype(np.float32)
+            out.append((info, (images[ia], images[ib]), lat))
+        return out
+
+    def _pick_bins(self, ctx, r, ws, layers, direction, stats):
+        ac, scale = ctx.cfg["attribute"], ctx.cfg["pairs"]["scale"]
+        steps_bins, vectors, targets = direction["steps"], np.asarray(direction["vectors"]), direction["targets"]
+        base = r.images(ws)
+        cols0 = self._classify(ctx, base)
+        lab0, conf0 = labels(cols0, ctx.cfg)
+        ok0 = usable(cols0, ctx.cfg)
+        jobs = []  # (b, step index) candidates to render
+        for b in range(ws.shape[0]):
+            if not ok0[b] or lab0[b] < 0 or conf0[b] < ac["min_confidence"]:
+                stats["pairs.source_unusable"] += 1
+                continue
+            jobs += [(b, j) for j in range(len(steps_bins)) if targets[lab0[b]][j] >= 0]
+        out = [None] * ws.shape[0]
+        if not jobs:
+            return out
+        edits = torch.stack([ws[b] for b, _ in jobs])
+        for n, (b, j) in enumerate(jobs):
+            edits[n, layers] += scale * torch.as_tensor(vectors[lab0[b], j], dtype=torch.float32)
+        images = r.images(edits)
+        cols = self._classify(ctx, images)
+        lab, conf = labels(cols, ctx.cfg)
+        ok = usable(cols, ctx.cfg)
+        passing: dict[int, list[int]] = {}
+        for n, (b, j) in enumerate(jobs):
+            if ok[n] and lab[n] == targets[lab0[b]][j] and conf[n] >= ac["min_confidence"]:
+                passing.setdefault(b, []).append(n)
+        for b, ns in passing.items():
+            n = ns[0] if len(ns) == 1 else ns[b % len(ns)]
+            j = jobs[n][1]
+            older_is_edit = steps_bins[j] > 0
+            src_img, tgt_img = (base[b], images[n]) if older_is_edit else (images[n], base[b])
+            src_lat, tgt_lat = (ws[b], edits[n]) if older_is_edit else (edits[n], ws[b])
+            b0, b1 = int(lab0[b]), int(lab[n])
+            base_info = {"t": 0, "bin": b0, "confidence": float(conf0[b]), "attributes": self._attrs(cols0, b)}
+            edit_info = {"t": 1, "bin": b1, "confidence": float(conf[n]), "attributes": self._attrs(cols, n),
+                         "step_bins": steps_bins[j]}
+            info = {"direction": "younger->older", "src": base_info if older_is_edit else edit_info,
+                    "tgt": edit_info if older_is_edit else base_info, "scale": scale}
+            out[b] = (info, (src_img, tgt_img), torch.stack([src_lat, tgt_lat]).numpy().astype(np.float32))
+        return out

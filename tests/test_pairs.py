@@ -1,0 +1,73 @@
+"""Issue 4: the attribute-pair DAG (sample -> classify -> directions -> pairs) end to end on a tiny teacher."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from kdpipe.pipeline.stage_pairs import choose_pair
+
+TINY = ["--generator", "builtin:random-32", "--no-progress", "--set", "sample.n=600", "--set", "pairs.n=30",
+        "--set", "pairs.shard_size=10", "--set", "classify.part_size=100"]
+
+
+def test_choose_pair_prefers_the_pair_nearest_the_unedited_latent():
+    steps = [-1, -0.5, 0, 0.5, 1]
+    lab = np.array([0, 0, 0, 1, 1])
+    ok = np.ones(5, bool)
+    conf = np.ones(5)
+    assert choose_pair(lab, conf, ok, steps, 0.9) == (2, 3)
+    conf[2] = 0.5  # the unedited image is not confident: next best
+    assert choose_pair(lab, conf, ok, steps, 0.9) == (1, 3)
+    assert choose_pair(np.array([1, 1, 0, 0, 0]), np.ones(5), ok, steps, 0.9) is None  # wrong order
+    assert choose_pair(lab, np.ones(5), np.zeros(5, bool), steps, 0.9) is None
+
+
+def test_brightness_pairs_end_to_end(tmp_path, cli):
+    res = cli("generate", "--task", "brightness", "--out", tmp_path, *TINY)
+    assert res.exit_code == 0, res.output
+    task = tmp_path / "brightness"
+    state = json.loads((task / "stages" / "directions.json").read_text())["summary"]
+    assert state["report"]["held_out_accuracy"] >= 0.9
+    manifest = pq.read_table(task / "manifest.parquet").to_pylist()
+    assert len(manifest) >= 10  # most candidates give a pair on this teacher
+    brighter = [r["tgt_brightness"] > r["src_brightness"] for r in manifest]
+    assert np.mean(brighter) >= 0.9
+    pairs = json.loads((task / "stages" / "pairs.json").read_text())["summary"]["filters"]
+    assert pairs["pairs.candidates"] == 30 and pairs["pairs.kept"] == len(manifest)
+    sample = next(iter(wds.WebDataset(str(task / "shards" / "brightness-000000.tar"), shardshuffle=False)
+                       .decode("rgb8")))
+    assert sorted(k for k in sample if not k.startswith("__")) == ["json", "latents.npy", "src.png", "tgt.png"]
+    assert sample["latents.npy"].shape[0] == 2 and sample["json"]["direction"] == "dark->bright"
+    card = (task / "README.md").read_text()
+    assert "pairs.pass_rate" in card and "tgt_brightness" in card
+    # Resume: a second run skips everything; changing the pair steps redoes only pairs and downstream.
+    again = cli("generate", "--task", "brightness", "--out", tmp_path, *TINY, "--set", "pairs.scale=1.5")
+    actions = [line.split()[:2] for line in again.stdout.splitlines()[:6]]
+    assert actions == [["skip", "sample"], ["skip", "classify"], ["skip", "directions"], ["run", "pairs"],
+                       ["run", "manifest"], ["run", "card"]], again.stdout
+
+
+def test_teacher_without_faces_stops_after_classify_with_counts(tmp_path, cli):
+    res = cli("generate", "--task", "gender", "--out", tmp_path, "--generator", "builtin:random-32", "--no-progress",
+              "--set", "sample.n=8", "--set", "sample.resolution=32")
+    assert res.exit_code == 2
+    assert "of 8 classified samples are usable with face probability >= 0.99" in res.stderr, res.stderr
+    assert json.loads((tmp_path / "gender" / "stages" / "classify.json").read_text())["status"] == "done"
+    assert not (tmp_path / "gender" / "shards").exists()
+
+
+def test_classify_command_on_a_real_photo(tmp_path, cli):
+    skimage = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.astronaut()).resize((256, 256)).save(path)
+    res = cli("classify", path)
+    assert res.exit_code == 0, res.output
+    entry = json.loads(res.stdout.strip().splitlines()[0])
+    assert entry["face"]["probability"] > 0.9 and entry["face"]["box"] is not None
+    assert entry["attributes"]["gender"]["value"] < 0.5  # p_male: Eileen Collins
+    assert 15 < entry["attributes"]["age"]["value"] < 75
