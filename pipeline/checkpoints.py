@@ -40,7 +40,7 @@ import torch
 from kdpipe.pipeline.convert_rosinality import rosinality_to_nv_discriminator, rosinality_to_nv_generator
 from kdpipe.pipeline.convert_tf import tf_to_nv_discriminator, tf_to_nv_generator
 from kdpipe.pipeline.errors import CheckpointError
-from kdpipe.pipeline.safe_pickle import EasyDictStub, PersistentObject, TFNetworkStub, safe_load
+from kdpipe.pipeline.safe_pickle import PersistentObject, TFNetworkStub, safe_load
 
 FORMATS = ("nvlabs-tf", "nvlabs-pytorch", "rosinality")
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch.save magic number (pre-zip format)

@@ -3,7 +3,8 @@
 Rules (reference doc ``stylegan2-checkpoint-formats.md`` section 3, verified upstream by image equality,
 max |diff| 6.7e-7; rosinality commit bef283a1c240 ``model.py``):
 
-* ``style.{i+1}`` <-> ``mapping.fc{i}`` (``style.0`` is PixelNorm); ``input.input`` ``[1,C,4,4]`` <-> ``b4.const[None]``;
+* ``style.{i+1}`` <-> ``mapping.fc{i}`` (``style.0`` is PixelNorm);
+  ``input.input`` ``[1,C,4,4]`` <-> ``b4.const[None]``;
 * modulated conv ``conv.weight`` ``[1,out,in,k,k]`` <-> NV ``weight[None]`` -- **no flip** between the two PyTorch
   ports (both flipped TF's ``Conv0_up``); ``conv.modulation`` <-> ``affine`` (both store the +1);
   ``noise.weight`` ``[1]`` <-> ``noise_strength`` ``[]``; ``activate.bias`` <-> ``bias``;

@@ -210,7 +210,8 @@ def _put(static: dict, src: dict, table: list, what: str) -> None:
             if value != default:
                 static[tf_name] = value
     if src:
-        raise CheckpointError(f"cannot write the TensorFlow format: {what} kwarg {sorted(src)[0]!r} has no TF equivalent")
+        raise CheckpointError(f"cannot write the TensorFlow format: {what} kwarg {sorted(src)[0]!r} "
+                              "has no TF equivalent")
 
 
 def nv_generator_to_tf(kwargs: dict, sd: dict) -> tuple[dict, dict]:

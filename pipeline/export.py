@@ -156,7 +156,8 @@ def _split_components(tf_params: dict) -> tuple[list, dict[str, list]]:
 
 
 def _tf_generator(name: str, kwargs: dict, sd: dict) -> _TFNetwork:
-    """``G`` / ``Gs`` as NVlabs ``G_main`` builds them: own vars ``lod``, ``dlatent_avg``; components synthesis, mapping."""
+    """``G`` / ``Gs`` as NVlabs ``G_main`` builds them: own variables ``lod``, ``dlatent_avg``; components
+    ``synthesis`` (``G_synthesis``) then ``mapping`` (``G_mapping``, with ``dlatent_broadcast=num_ws``)."""
     static, tf_params = nv_generator_to_tf(kwargs, sd)
     own, comps = _split_components(tf_params)
     num_ws = 2 * int(np.log2(static["resolution"])) - 2

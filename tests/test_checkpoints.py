@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import io
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,12 +338,6 @@ def test_torch_zip_with_pickled_module_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------------------- error paths
 
-def _valid_ada_bytes(G) -> bytes:
-    buf = io.BytesIO()
-    buf.write(export.dumps_official({"training_set_kwargs": None, "G": None, "D": None, "G_ema": None}))
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("case", ["missing", "directory", "text", "png", "empty", "truncated-ada", "truncated-tf",
                                   "truncated-rosinality", "unknown-dict-pkl", "unknown-dict-pt", "ada-without-nets"])
 def test_bad_files_raise_one_line_errors_naming_the_file(case, nets, tmp_path):
@@ -369,7 +361,7 @@ def test_bad_files_raise_one_line_errors_naming_the_file(case, nets, tmp_path):
     elif case == "unknown-dict-pt":
         torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
     elif case == "ada-without-nets":
-        path.write_bytes(_valid_ada_bytes(G))
+        path.write_bytes(export.dumps_official({"training_set_kwargs": None, "G": None, "D": None, "G_ema": None}))
     expected = {"missing": "does not exist", "directory": "is a directory", "text": "is text",
                 "png": "PNG image", "empty": "is empty", "unknown-dict-pkl": "unknown layout",
                 "unknown-dict-pt": "unknown layout", "ada-without-nets": "'G_ema' is a NoneType"}
