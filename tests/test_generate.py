@@ -76,8 +76,9 @@ def test_second_run_skips_and_dry_run_explains(tmp_path, cli):
 
 @pytest.mark.parametrize("make_file, expected", [
     (None, "does not exist"),
-    (lambda p: p.write_text("hello, I am a text file\n"), "not a StyleGAN2 checkpoint"),
+    (lambda p: p.write_text("hello, I am a text file\n"), "is not a checkpoint: it is text"),
     (lambda p: p.write_bytes(b"\x80\x04\x95"), "truncated"),
+    (lambda p: __import__("torch").save({"weights": [1, 2]}, p), "unknown layout"),
 ])
 def test_bad_generator_gives_one_line_error_and_writes_nothing(tmp_path, cli, make_file, expected):
     ckpt = tmp_path / "teacher.pkl"
