@@ -20,12 +20,12 @@ TINY_P2P = {
     "model.ngf": 8, "model.n_downsample_global": 2, "model.n_blocks_global": 1, "model.ndf": 8,
     "model.n_layers_D": 2, "model.num_D": 2, "data.num_workers": 0, "data.shuffle_buffer": 8,
     "loop.device": "cpu", "loop.deterministic": True, "loop.progress": False, "loop.log_every": 1,
-    "loop.sample_every": 0,
+    "loop.sample_every": 0, "model.vgg_loss": False,
 }
 
 
 def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """uint8 [size, size, 3]: a colour gradient plus three Gaussian blobs (smooth, varied)."""
+    """uint8 [size, size, 3]: a colour gradient plus three Gaussian blobs, each channel at mean 0.5, std 0.18."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     img = np.zeros((size, size, 3), np.float32)
     for c in range(3):
@@ -34,6 +34,9 @@ def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
         for _ in range(3):
             cx, cy, s, amp = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.3), rng.uniform(-0.4, 0.4)
             img[..., c] += amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+    # Same per-channel mean and std in every image: pix2pixHD's instance norm discards per-image colour
+    # statistics after the first conv, so only an edit that preserves them is learnable.
+    img = 0.5 + 0.18 * (img - img.mean(axis=(0, 1))) / (img.std(axis=(0, 1)) + 1e-6)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 

@@ -163,7 +163,7 @@ def _build(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in values.items()}
     return cls(**kwargs)
 

@@ -75,7 +75,8 @@ class VGG19Features(nn.Module):
         super().__init__()
         import torchvision
 
-        features = torchvision.models.vgg19(weights=None).features  # architecture only; never downloads
+        # torchvision's vgg19().features layout (cfg "E"), built without the 100M-parameter classifier; no download
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"], batch_norm=False)
         state = _load_vgg_state(Path(weights_path))
         try:
             features.load_state_dict(state)
@@ -106,7 +107,7 @@ def _load_vgg_state(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"VGG19 weights {str(path)!r} are not a state_dict")
     if any(k.startswith("features.") for k in state):  # full vgg19 state_dict -> its features part
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    return {k: v for k, v in state.items() if int(k.split(".")[0]) < 30}
+    return state
 
 
 class VGGLoss(nn.Module):
