@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import pickle
 import re
 import zipfile
@@ -39,6 +38,7 @@ import torch
 
 from kdpipe.pipeline.convert_rosinality import rosinality_to_nv_discriminator, rosinality_to_nv_generator
 from kdpipe.pipeline.convert_tf import tf_to_nv_discriminator, tf_to_nv_generator
+from kdpipe.pipeline.fsutil import file_sha256
 from kdpipe.pipeline.errors import CheckpointError
 from kdpipe.pipeline.safe_pickle import PersistentObject, TFNetworkStub, safe_load
 
@@ -83,15 +83,6 @@ class LoadedTeacher:
     def w_avg(self) -> torch.Tensor:
         """``[w_dim]`` float32: the W centre used by truncation (``mapping.w_avg``)."""
         return self.G_state_dict["mapping.w_avg"]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> LoadedTeacher:

@@ -22,7 +22,7 @@ def hold_run_lock(out: Path, rank: int = 0):
     Raises:
         LockedError: naming the directory and the holder's pid.
     """
-    path = Path(out) / (f".run.lock" if rank == 0 else f".run.rank{rank}.lock")
+    path = Path(out) / (".run.lock" if rank == 0 else f".run.rank{rank}.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
