@@ -32,15 +32,24 @@ def make_classifier(cfg: dict, device: torch.device):
     return build_classifier(spec, **kwargs)
 
 
-def classify_images(classifier, images: torch.Tensor, resolution: int) -> dict[str, np.ndarray]:
+def classify_images(classifier, images: torch.Tensor, resolution: int, groups: int = 1) -> dict[str, np.ndarray]:
     """Run ``classifier`` on teacher images ``[N, 3, H, W]`` in [-1, 1], area-resized to ``resolution`` if larger.
 
+    Args:
+        groups: the images are classified in ``groups`` equal consecutive batches. Callers fix the grouping by
+            what the data are (one candidate's edits, a fixed block of a part), never by the runtime batch size:
+            MTCNN's boxes move by ~1e-5 px with batch composition, which could flip a threshold decision.
     Returns flat columns ``{'valid': bool [N], '<attr>': float32 [N], '<attr>_confidence': float32 [N],
     'face_box_x0'.. (if a face classifier)}``.
     """
     if images.shape[-1] > resolution:
         images = F.interpolate(images, size=(resolution, resolution), mode="area")
-    out = classifier(images)
+    outs = [classifier(chunk) for chunk in images.chunk(groups)] if images.shape[0] else [classifier(images)]
+    out = outs[0]
+    if len(outs) > 1:
+        cat = lambda dicts: {k: np.concatenate([d[k] for d in dicts]) for k in dicts[0]}  # noqa: E731
+        out = type(out)(values=cat([o.values for o in outs]), confidences=cat([o.confidences for o in outs]),
+                        valid=np.concatenate([o.valid for o in outs]), extra=cat([o.extra for o in outs]))
     cols = {"valid": np.asarray(out.valid, dtype=bool)}
     for name in out.values:
         cols[name] = np.asarray(out.values[name], dtype=np.float32)

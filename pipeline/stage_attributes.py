@@ -31,6 +31,9 @@ from kdpipe.pipeline.sharded import ShardedStage
 from kdpipe.pipeline.shards import encode_npy, record_done
 
 
+CLASSIFY_BLOCK = 16  # images per classifier call in `classify`, aligned to the part start
+
+
 class NotEnoughSamplesError(KdpipeError):
     """Too few classified samples pass the filters to find a direction (e.g. the teacher draws no faces)."""
 
@@ -93,7 +96,7 @@ class ClassifyStage(ShardedStage):
         classifier = self._classifier(ctx)
         r = renderer_for(ctx)
         seeds = [sc["seed"] + i for i in indices]
-        step = max(2, ctx.cfg["runtime"]["batch_size"])
+        step = CLASSIFY_BLOCK  # fixed, not runtime.batch_size: classifier output may depend on batch composition
         parts = []
         for a in range(0, len(seeds), step):
             images = uint8_to_float(r.images(r.ws_from_seeds(seeds[a:a + step])))

@@ -111,9 +111,8 @@ class PairsStage(ShardedStage):
         stats["pairs.no_valid_pair"] = stats["pairs.candidates"] - stats["pairs.kept"] - stats["pairs.source_unusable"]
         write_shard(path, samples, ctx.fingerprint, rows, stats)
 
-    def _classify(self, ctx, images: np.ndarray):
-        cols = classify_images(self._clf, uint8_to_float(images), ctx.cfg["sample"]["resolution"])
-        return cols
+    def _classify(self, ctx, images: np.ndarray, groups: int):
+        return classify_images(self._clf, uint8_to_float(images), ctx.cfg["sample"]["resolution"], groups)
 
     @staticmethod
     def _attrs(cols, idx):
@@ -128,7 +127,7 @@ class PairsStage(ShardedStage):
         for kk, t in enumerate(steps):
             edits[:, kk, layers] += t * scale * delta
         images = r.images(edits.reshape(B * K, *ws.shape[1:]))
-        cols = self._classify(ctx, images)
+        cols = self._classify(ctx, images, groups=B)  # one classifier batch per candidate
         lab, conf = labels(cols, ctx.cfg, direction.get("thresholds"))
         ok = usable(cols, ctx.cfg)
         names = direction["class_names"]
@@ -154,7 +153,7 @@ class PairsStage(ShardedStage):
         ac, scale = ctx.cfg["attribute"], ctx.cfg["pairs"]["scale"]
         steps_bins, vectors, targets = direction["steps"], np.asarray(direction["vectors"]), direction["targets"]
         base = r.images(ws)
-        cols0 = self._classify(ctx, base)
+        cols0 = self._classify(ctx, base, groups=len(base))
         lab0, conf0 = labels(cols0, ctx.cfg)
         ok0 = usable(cols0, ctx.cfg)
         jobs = []  # (b, step index) candidates to render
@@ -170,7 +169,7 @@ class PairsStage(ShardedStage):
         for n, (b, j) in enumerate(jobs):
             edits[n, layers] += scale * torch.as_tensor(vectors[lab0[b], j], dtype=torch.float32)
         images = r.images(edits)
-        cols = self._classify(ctx, images)
+        cols = self._classify(ctx, images, groups=len(images))
         lab, conf = labels(cols, ctx.cfg)
         ok = usable(cols, ctx.cfg)
         passing: dict[int, list[int]] = {}
