@@ -1,0 +1,300 @@
+"""Stage one of seed 000: data-free KD from a StyleGAN2 teacher into a StarGANv2 student (Sec. 3.2, Eq. 1-5).
+
+Per step: a minibatch of style-mixed triplets (x1 content, x2 reference, y = G'_T(Phi(s1, s2))) comes from the
+teacher (online) or from style-mix shards; the frozen teacher gives D_T(x1)_l, D_T(x2)_l and the synthesis
+features of y's latents; then D_S takes one Adam step on Eq. 4 (real = y, fake = the student's y_s), and the
+student (E_S, E_R and/or the mapping network, G_S, the hint adaptors) one Adam step on Eq. 5 with lambda_adv and
+lambda_kdl. Only one domain is learnt (the teacher is unconditional): y = 0 everywhere.
+
+The loop, checkpoints, metrics and grids are :func:`kdpipe.trainers.loop.fit`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdpipe.pipeline.errors import CheckpointError, ConfigError
+from kdpipe.pipeline.latents import parse_mix
+from kdpipe.pipeline.teachers import Teacher, load_teacher
+from kdpipe.trainers.loop import (DistInfo, FitResult, autocast, fit, init_distributed, seed_everything,
+                                  teardown_distributed)
+from kdpipe.trainers.stargan2 import losses_kd as L
+from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig, config_dict, setup_run, write_config
+from kdpipe.trainers.stargan2.data import (TeacherTriplets, online_batches, online_triplets, resize_to,
+                                           shard_batches, shard_triplets)
+from kdpipe.trainers.stargan2.losses_ft import adv_loss, r1_reg
+from kdpipe.trainers.stargan2.networks import build_nets
+
+TRAINER = "stargan2-kd"
+
+
+class ResolutionMismatchError(ConfigError):
+    """The student resolution cannot be distilled from this teacher (larger than the teacher's, or no common
+    feature sizes)."""
+
+
+def check_resolutions(student_size: int, teacher_size: int) -> None:
+    """Student R must be <= teacher R_T (teacher images are box-downsampled by ``R_T / R``; features pair by size).
+
+    Raises:
+        ResolutionMismatchError: ``student_size > teacher_size``.
+    """
+    if student_size > teacher_size:
+        raise ResolutionMismatchError(
+            f"student model.img_size={student_size} is larger than the teacher's {teacher_size} px output; set "
+            f"model.img_size to {teacher_size} or less (a power of two), or use a larger teacher")
+
+
+def grad_all_reduce(params, dist: DistInfo) -> None:
+    """Average gradients over ranks (data parallel; the student's methods are not ``forward``, so no DDP wrapper)."""
+    if dist.world_size == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= dist.world_size
+
+
+class KDTrainer:
+    """Seed 000 KD for StarGANv2 (a :class:`kdpipe.trainers.loop.Trainer`).
+
+    Args:
+        cfg: resolved :class:`KDConfig`.
+        teacher: loaded :class:`Teacher` (frozen; needs both G and D).
+        dist: process placement.
+    Attributes:
+        nets: ``ModuleDict`` generator / mapping_network / style_encoder / discriminator (one domain).
+        adaptors: ``ModuleDict`` encoder / reference / generator of :class:`losses_kd.HintAdaptors`.
+    Raises:
+        CheckpointError: the teacher has no discriminator. ResolutionMismatchError: see :func:`check_resolutions`.
+    """
+
+    name = TRAINER
+
+    def __init__(self, cfg: KDConfig, teacher: Teacher, dist: DistInfo = DistInfo()):
+        if teacher.D is None:
+            raise CheckpointError(f"teacher {teacher.name!r} has no discriminator; seed 000 KD distils D_T into the "
+                                  "content and reference encoders (Eq. 1-2): use a checkpoint with D (NVlabs .pkl)")
+        G_T = teacher.G
+        check_resolutions(cfg.model.img_size, G_T.img_resolution)
+        if cfg.loop.precision == "fp16":
+            raise ConfigError("loop.precision=fp16 is not supported by the StarGANv2 trainers (several optimisers "
+                              "and the R1 double backward); use bf16 or fp32")
+        if cfg.data.source == "shards" and cfg.loss.mode != "reference":
+            raise ConfigError(f"loss.mode={cfg.loss.mode!r} needs the teacher's z2, which shards do not store; use "
+                              "loss.mode=reference with shards, or data.source=online")
+        G_T.requires_grad_(False)
+        teacher.D.requires_grad_(False)
+        self.cfg, self.teacher, self.dist, self.device = cfg, teacher, dist, dist.device
+        self.mix_layers = parse_mix(cfg.teacher.mix, G_T.num_ws)
+        self.branches = {"reference": ["ref"], "latent": ["lat"], "both": ["ref", "lat"]}[cfg.loss.mode]
+        m = cfg.model
+        latent_dim = G_T.z_dim if m.latent_dim is None else m.latent_dim
+        if "lat" in self.branches and latent_dim != G_T.z_dim:
+            raise ConfigError(f"model.latent_dim={latent_dim} must equal the teacher's z_dim={G_T.z_dim} for "
+                              "latent-guided KD (the student's mapping network takes the teacher's z2)")
+        self.nets = build_nets(m.img_size, 1, m.style_dim, latent_dim, m.max_conv_dim, m.dim_in, m.num_down,
+                               m.hidden_dim).to(self.device)
+        self.adaptors = self._build_adaptors().to(self.device)
+        o = cfg.optim
+
+        def adam(params, lr):
+            return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+        self.optims = {
+            "generator": adam(list(self.nets["generator"].parameters()) + list(self.adaptors.parameters()), o.lr),
+            "mapping_network": adam(self.nets["mapping_network"].parameters(), o.f_lr),
+            "style_encoder": adam(self.nets["style_encoder"].parameters(), o.lr),
+            "discriminator": adam(self.nets["discriminator"].parameters(), o.lr),
+        }
+        self._last: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def _build_adaptors(self) -> nn.ModuleDict:
+        """Size the 1x1 hint adaptors from one dummy forward of student and teacher (channels per spatial size)."""
+        G_T, D_T, R = self.teacher.G, self.teacher.D, self.cfg.model.img_size
+        x_t = torch.zeros(1, 3, G_T.img_resolution, G_T.img_resolution, device=self.device)
+        d_ch = L.channels_of(L.disc_features_by_size(D_T(x_t, return_features=True)[1]))
+        g_ch = L.channels_of(G_T.synthesis(G_T.mapping.w_avg.expand(1, G_T.num_ws, -1), return_features=True)[1])
+        x = torch.zeros(1, 3, R, R, device=self.device)
+        y0 = torch.zeros(1, dtype=torch.int64, device=self.device)
+        h, e_feats = self.nets["generator"].encode_content(x, return_features=True)
+        s, r_feats = self.nets["style_encoder"](x, y0, return_features=True)
+        _, s_feats = self.nets["generator"].synthesize(h, s, return_features=True)
+        side = self.cfg.loss.adaptor_side
+        ad = nn.ModuleDict({"encoder": L.HintAdaptors(L.channels_of(e_feats), d_ch, side),
+                            "reference": L.HintAdaptors(L.channels_of(r_feats), d_ch, side),
+                            "generator": L.HintAdaptors(L.channels_of(s_feats), g_ch, side)})
+        for name, a in ad.items():
+            if not a.sizes:
+                raise ResolutionMismatchError(f"no common feature sizes for the {name} KD term (student "
+                                              f"{self.cfg.model.img_size} px vs teacher {G_T.img_resolution} px); "
+                                              "use a student resolution closer to the teacher's")
+        return ad
+
+    # ---------------------------------------------------------------------------------------- one step
+
+    def teacher_triplets(self, batch: dict[str, Any]) -> TeacherTriplets:
+        """The minibatch's triplets (online from ``batch['index']`` or decoded shard tensors)."""
+        identity = self.cfg.loss.triplets == "identity"
+        if "index" in batch and "x1" not in batch:
+            return online_triplets(self.teacher.G, batch["index"], self.cfg.data.base_seed,
+                                   self.cfg.teacher.truncation_psi, self.mix_layers, identity)
+        return shard_triplets(self.teacher.G, batch, self.teacher.sha256, identity)
+
+    def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        """One D_S step (Eq. 4) and one student step (Eq. 5). Returns detached scalars named after the paper.
+
+        Order as pix2pixHD / most GAN code: the student's forward once, D_S steps on the detached output, then
+        the student's adversarial term is taken through the updated D_S (whose weights get no gradient).
+        """
+        cfg, nets, D_T, R = self.cfg.loss, self.nets, self.teacher.D, self.cfg.model.img_size
+        t = self.teacher_triplets(batch)
+        with torch.no_grad():
+            d_x1 = L.disc_features_by_size(D_T(t.x1, return_features=True)[1])
+            d_x2 = d_x1 if t.x2 is t.x1 else L.disc_features_by_size(D_T(t.x2, return_features=True)[1])
+        x1, x2, y_t = resize_to(t.x1, R), resize_to(t.x2, R), resize_to(t.y, R)
+        y0 = torch.zeros(len(x1), dtype=torch.int64, device=self.device)
+        G, D = nets["generator"], nets["discriminator"]
+        amp = autocast(self.device, self.cfg.loop.precision)
+
+        with amp:
+            content, e_feats = G.encode_content(x1, return_features=True)
+            ekdl, _ = L.encoder_kd_loss(e_feats, d_x1, self.adaptors["encoder"], cfg.gamma)
+            rkdl = torch.zeros((), device=self.device)
+            outs = {}
+            for b in self.branches:
+                if b == "ref":
+                    s, r_feats = nets["style_encoder"](x2, y0, return_features=True)
+                    rkdl, _ = L.reference_kd_loss(r_feats, d_x2, self.adaptors["reference"], cfg.tau)
+                else:
+                    s = nets["mapping_network"](t.z2, y0)
+                outs[b] = G.synthesize(content, s, return_features=True)
+        out = {"loss/ekdl": ekdl.detach(), "loss/rkdl": rkdl.detach()}
+
+        if cfg.lambda_adv > 0:  # Eq. 4, discriminator side: real = teacher's y_t, fake = student outputs
+            with amp:
+                y_real = y_t.detach().requires_grad_(cfg.lambda_r1 > 0)
+                d_real = D(y_real, y0)
+                fakes = torch.cat([y_s.detach() for y_s, _ in outs.values()])
+                d_loss = L.kd_adversarial_d_loss(d_real, D(fakes, y0.repeat(len(outs))))
+                if cfg.lambda_r1 > 0:
+                    d_loss = d_loss + cfg.lambda_r1 * r1_reg(d_real, y_real)
+            self.optims["discriminator"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            grad_all_reduce(D.parameters(), self.dist)
+            self.optims["discriminator"].step()
+            out["loss/d_adv"] = d_loss.detach()
+
+        gkdl = adv = torch.zeros((), device=self.device)
+        D.requires_grad_(False)
+        with amp:
+            for b, (y_s, g_feats) in outs.items():
+                g_b, parts = L.generator_kd_loss(g_feats, t.y_features, self.adaptors["generator"], y_s, y_t,
+                                                 cfg.alpha, cfg.beta)
+                gkdl = gkdl + g_b
+                out[f"loss/image_l1_{b}"] = torch.tensor(parts["image"])
+                if cfg.lambda_adv > 0:
+                    adv = adv + L.kd_adversarial_g_loss(D(y_s, y0))
+            total = L.kd_total(cfg.lambda_adv, cfg.lambda_kdl, adv, ekdl, rkdl, gkdl)
+        D.requires_grad_(True)
+        student = [k for k in self.optims if k != "discriminator"]
+        for k in student:
+            self.optims[k].zero_grad(set_to_none=True)
+        total.backward()
+        grad_all_reduce([p for k in student for g in self.optims[k].param_groups for p in g["params"]], self.dist)
+        for k in student:
+            self.optims[k].step()
+        out.update({"loss/gkdl": gkdl.detach(), "loss/g_adv": adv.detach(), "loss/total": total.detach()})
+        first = next(iter(outs.values()))[0]
+        self._last = [x1.detach(), x2.detach(), y_t.detach(), first.detach().float()]
+        return out
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"models": {k: v.state_dict() for k, v in self.nets.items()},
+                "adaptors": self.adaptors.state_dict(),
+                "optimizers": {k: v.state_dict() for k, v in self.optims.items()},
+                "teacher": {"name": self.teacher.name, "sha256": self.teacher.sha256}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("teacher", {}).get("sha256") not in (None, self.teacher.sha256):
+            raise CheckpointError(f"this KD run was made with teacher {state['teacher']['name']!r} "
+                                  f"(sha256 {state['teacher']['sha256'][:12]}...); resume it with the same teacher")
+        for k, v in self.nets.items():
+            v.load_state_dict(state["models"][k])
+        self.adaptors.load_state_dict(state["adaptors"])
+        for k, v in self.optims.items():
+            v.load_state_dict(state["optimizers"][k])
+
+    def sample_rows(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Grid rows: x1 (content), x2 (reference), y_t (teacher mix), y_s (student)."""
+        return self._last
+
+
+def batches_for(cfg: KDConfig, dist: DistInfo):
+    """``position -> iterator of (batch, position)`` for the configured triplet source."""
+    d = cfg.data
+    if d.source == "online":
+        return lambda pos: online_batches(d.batch_size, pos, dist.rank, dist.world_size)
+    if not d.path:
+        raise ConfigError("data.source=shards needs data.path (OUT/style-mix written by `kdpipe generate`)")
+    return lambda pos: shard_batches(d.path, d.batch_size, cfg.loop.seed, d.num_workers, d.shuffle_buffer, pos,
+                                     dist.rank, dist.world_size)
+
+
+def run_distributed(device: str, body):
+    """``body(dist)`` inside the torchrun process group (or single process); on failure the group is destroyed
+    without the final barrier, so the other ranks are not left waiting (as the pix2pixHD trainer does)."""
+    dist = init_distributed(device)
+    ok = False
+    try:
+        result = body(dist)
+        ok = True
+        return result
+    finally:
+        if ok:
+            teardown_distributed()
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def train_kd(cfg: KDConfig, resume: dict | None = None, teacher: Teacher | None = None) -> FitResult:
+    """Run (or continue) KD until ``loop.steps``/``loop.stop_after``; writes into ``cfg.loop.out_dir``.
+
+    Args:
+        resume: a loaded checkpoint of this trainer (see :func:`setup_run`).
+        teacher: an already loaded teacher (tests); default loads ``cfg.teacher.spec``.
+    Raises:
+        ConfigError / CheckpointError / DatasetError: one-line user errors (see the classes above).
+    """
+    if not cfg.teacher.spec and teacher is None:
+        raise ConfigError("teacher.spec is empty; pass --teacher builtin:random-64 or a StyleGAN2 checkpoint path")
+
+    def body(dist: DistInfo) -> FitResult:
+        seed_everything(cfg.loop.seed, cfg.loop.deterministic)  # same init on every rank
+        t = teacher if teacher is not None else load_teacher(cfg.teacher.spec, dist.device)
+        trainer = KDTrainer(cfg, t, dist)
+        if dist.is_main:
+            write_config(cfg)
+        return fit(trainer, cfg.loop, batches_for(cfg, dist), dist, config_dict(cfg), resume)
+
+    return run_distributed(cfg.loop.device, body)
+
+
+def run_kd(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
+           resume_from: str | Path | None = None) -> FitResult:
+    """Entry point of ``kdpipe train stargan2-kd``: resolve the config (and the checkpoint to resume), train.
+
+    Args:
+        config_path: YAML with sections teacher / data / model / loss / optim / loop.
+        overrides: dotted keys, e.g. ``{"teacher.spec": "builtin:random-64", "loop.out_dir": "runs/kd"}``.
+        resume / resume_from: continue the run in ``loop.out_dir`` / from this checkpoint file.
+    """
+    cfg, state = setup_run(KDConfig, TRAINER, KD_DEFAULTS, config_path, overrides or {}, resume, resume_from)
+    return train_kd(cfg, state)
