@@ -148,6 +148,18 @@ def test_resolve_shards_accepts_task_dir_glob_brace_file_url_and_pipe(pairs):
     assert keys == via_pipe and sorted(keys) == [f"{i:08d}" for i in range(10)]
 
 
+def test_fsspec_urls_stream_like_local_paths(pairs):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for t in sorted((pairs / "shards").glob("*.tar")):
+        fs.pipe(f"/p2p_ds/shards/{t.name}", t.read_bytes())
+    urls = resolve_shards("memory://p2p_ds")
+    assert urls == [f"memory:///p2p_ds/shards/brightness-00000{i}.tar" for i in range(3)]
+    local = [s["__key__"] for _, _, s in _take(sample_stream(resolve_shards(pairs), 3, 4), 10)]
+    assert [s["__key__"] for _, _, s in _take(sample_stream(urls, 3, 4), 10)] == local
+
+
 def _take(it, n):
     return [x for _, x in zip(range(n), it)]
 

@@ -52,10 +52,12 @@ class DataPosition:
     offset: int = 0
 
     def to_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "offset": o}`` as stored in checkpoints."""
         return {"epoch": self.epoch, "offset": self.offset}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataPosition":
+        """Inverse of :meth:`to_dict`."""
         return cls(int(d["epoch"]), int(d["offset"]))
 
 

@@ -185,9 +185,11 @@ class EMA:
             b_ema.copy_(b)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA model's state_dict (same keys as the source model)."""
         return self.module.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the EMA weights."""
         self.module.load_state_dict(state)
 
 
@@ -214,6 +216,7 @@ class MetricsWriter:
         os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (JSON-serialisable, with ``step``) as one line; no-op off rank 0."""
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")

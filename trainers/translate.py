@@ -166,7 +166,11 @@ def translate(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str
             groups.setdefault(tuple(img.shape), []).append(j)
         results: dict[int, torch.Tensor] = {}
         for idx in groups.values():
-            y = G(torch.stack([imgs[j] for j in idx]).to(dev))
+            x = torch.stack([imgs[j] for j in idx]).to(dev)
+            y = G(x)
+            if y.shape[-2:] != x.shape[-2:]:
+                raise DatasetError(f"{str(files[chunk[idx[0]]])!r} is {x.shape[-1]}x{x.shape[-2]} px, a size this "
+                                   "student cannot keep; pass --size (e.g. its training size)")
             for j, u8 in zip(idx, to_uint8(y).cpu()):
                 results[j] = u8
         for j, i in enumerate(chunk):

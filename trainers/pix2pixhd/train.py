@@ -21,7 +21,7 @@ from kdpipe.pipeline.errors import ConfigError
 
 from ..checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
 from ..config import (RESUME_MAY_CHANGE, DataConfig, LoopConfig, config_diff, config_to_dict, flatten, load_config,
-                      save_config)
+                      merge, save_config)
 from ..data import DatasetInfo, batch_iterator, inspect_dataset
 from ..loop import (EMA, DistInfo, FitResult, autocast, fit, init_distributed, make_grad_scaler, seed_everything,
                     teardown_distributed, unwrap, wrap_ddp)
@@ -182,12 +182,15 @@ class Pix2PixHDTrainer:
         return [r.cpu() for r in rows + [out, batch["target"][:8].to(self.device)]]
 
     def state_dict(self) -> dict[str, Any]:
+        """G, D, both Adam states, G_ema (or None), grad scaler, generator kwargs and data metadata
+        (kind, task, direction, image_hw) — what resume and ``kdpipe translate`` need."""
         return {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "G_ema": self.ema.state_dict() if self.ema is not None else None,
                 "scaler": self.scaler.state_dict(), "generator_kwargs": dict(self.generator_kwargs), **self.meta}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (metadata is informational and not restored)."""
         unwrap(self.G).load_state_dict(state["G"])
         unwrap(self.D).load_state_dict(state["D"])
         self.opt_G.load_state_dict(state["opt_G"])
@@ -203,8 +206,9 @@ def resolve_config(config_path: str | Path | None = None, overrides: Mapping[str
                    ) -> tuple[Pix2PixHDTrainConfig, dict[str, Any] | None]:
     """Resolved config and, when resuming, the loaded checkpoint.
 
-    Fresh run: defaults < YAML < overrides. Resume: the checkpoint's config < YAML < overrides; fields
-    other than RESUME_MAY_CHANGE (+ model.vgg_weights) must not change.
+    Fresh run: defaults < YAML < overrides. Resume: the checkpoint's config (with ``loop.stop_after``
+    cleared: it applies to one invocation) < YAML < overrides; fields other than RESUME_MAY_CHANGE
+    (+ model.vgg_weights) must not change.
 
     Raises:
         ConfigError: no --out / --data, a fresh run into a directory with checkpoints, or a changed field.
@@ -221,7 +225,8 @@ def resolve_config(config_path: str | Path | None = None, overrides: Mapping[str
                                        "drop --resume to start a new run")
         state = load_checkpoint(path, trainer=NAME)
         saved = load_config(Pix2PixHDTrainConfig, None, None, base=state["config"])
-        cfg = load_config(Pix2PixHDTrainConfig, config_path, overrides, base=state["config"])
+        base = merge(state["config"], {"loop.stop_after": None})  # per invocation: a resumed run goes to the end
+        cfg = load_config(Pix2PixHDTrainConfig, config_path, overrides, base=base)
         changed = config_diff(saved, cfg, RESUME_MAY_CHANGE | {"model.vgg_weights"})
         if changed:
             old, new = flatten(config_to_dict(saved))[changed[0]], flatten(config_to_dict(cfg))[changed[0]]
