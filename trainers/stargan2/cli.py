@@ -60,14 +60,15 @@ ResumeFrom = Annotated[Optional[Path], typer.Option(help="Continue from this che
 
 @app.command("stargan2-kd")
 def stargan2_kd_command(
-    teacher: Annotated[Optional[str], typer.Option(help="builtin:random-64 or a StyleGAN2 checkpoint (.pkl/.pt).")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="builtin:random-64 or a StyleGAN2 .pkl/.pt.")] = None,
     out: Out = None,
     config: Config = None,
     source: Annotated[Optional[str], typer.Option(help="online (teacher per minibatch) | shards.")] = None,
     data: Annotated[Optional[str], typer.Option(help="--source shards: OUT/style-mix (shards with latents).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="reference | latent | both (style from E_R(x2) / mapping(z2)).")] = None,
-    ablation: Annotated[Optional[str], typer.Option(help="Fig. 3(b): kd | kd-l1 (no adv.) | kd-adv (no L1) | kd-star (x1,x1,x1).")] = None,
-    mix: Annotated[Optional[str], typer.Option(help="Style-mix layers from x2: crossover:K (default crossover:4).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="reference | latent | both (E_R(x2) / mapping(z2)).")] = None,
+    ablation: Annotated[Optional[str], typer.Option(
+        help="Fig. 3(b): kd | kd-l1 (no adv.) | kd-adv (no L1) | kd-star (x1,x1,x1).")] = None,
+    mix: Annotated[Optional[str], typer.Option(help="Layers of y from x2: crossover:K (default 4).")] = None,
     truncation_psi: Annotated[Optional[float], typer.Option(help="Truncation of online triplets (default 1).")] = None,
     steps: Steps = None, batch_size: BatchSize = None, img_size: ImgSize = None, seed: Seed = None,
     device: Device = None, precision: Precision = None, stop_after: StopAfter = None, ckpt_every: Every = None,
@@ -97,7 +98,7 @@ def stargan2_kd_command(
 @app.command("stargan2")
 def stargan2_command(
     data: Annotated[Optional[Path], typer.Option(help="Target dataset: one sub-folder of images per domain.")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="KD checkpoint or run dir; omit for the 'No KD' baseline.")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="KD checkpoint or run dir; none: 'No KD' baseline.")] = None,
     out: Out = None,
     config: Config = None,
     steps: Steps = None, batch_size: BatchSize = None, img_size: ImgSize = None, seed: Seed = None,

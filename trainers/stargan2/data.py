@@ -40,7 +40,7 @@ class DomainFolderError(DatasetError):
 
 
 def resize_to(img: torch.Tensor, size: int) -> torch.Tensor:
-    """``[N, 3, H, H]`` -> ``[N, 3, size, size]`` by box averaging (``mode='area'``; exact 2^k pooling); no-op if equal."""
+    """``[N, 3, H, H]`` -> ``[N, 3, size, size]`` by box averaging (``mode="area"``, exact 2^k pooling)."""
     return img if img.shape[-1] == size else F.interpolate(img, size=(size, size), mode="area")
 
 
@@ -67,7 +67,7 @@ class TeacherTriplets:
 
 
 def triplet_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
-    """Global triplet indices of batch ``step`` on ``rank``: ``(step * world + rank) * B + arange(B)``, int64 ``[B]``."""
+    """Triplet indices of batch ``step`` on ``rank``: ``(step * world + rank) * B + arange(B)``, int64 ``[B]``."""
     first = (step * world_size + rank) * batch_size
     return torch.arange(first, first + batch_size, dtype=torch.int64)
 

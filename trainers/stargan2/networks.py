@@ -8,9 +8,10 @@ checkpoint without the high-pass/FAN branch loads with ``load_state_dict``). Dif
   ``hidden_dim = 512``);
 * no high-pass filter / FAN masks (``w_hpf = 0``, the AFHQ setting): the face landmark network is a pretrained
   model that cannot ship;
-* the generator is split in the two halves seed 000 names: the content encoder ``E_S`` (:meth:`Generator.encode_content`)
-  and the AdaIN decoder ``G_S`` (:meth:`Generator.synthesize`), each of which can return its per-resolution
-  features for the KD losses (seed 000 Eq. 1 and 3); the style encoder ``E_R`` does the same (Eq. 2).
+* the generator is split in the two halves seed 000 names: the content encoder ``E_S``
+  (:meth:`Generator.encode_content`) and the AdaIN decoder ``G_S`` (:meth:`Generator.synthesize`), each of which
+  can return its per-resolution features for the KD losses (seed 000 Eq. 1 and 3); the style encoder ``E_R`` does
+  the same (Eq. 2).
 
 Images are ``[N, 3, H, W]`` float32 in [-1, 1]; domain labels ``y`` are int64 ``[N]`` in ``[0, num_domains)``;
 styles ``s`` are ``[N, style_dim]``.
@@ -94,7 +95,7 @@ class AdaIN(nn.Module):
 
 
 class AdainResBlk(nn.Module):
-    """Residual block with AdaIN and optional nearest 2x upsampling. ``[N, dim_in, H, W]`` -> ``[N, dim_out, 2H|H, .]``."""
+    """Residual block with AdaIN, optional nearest 2x upsampling. ``[N, dim_in, H, W]`` -> ``[N, dim_out, 2H|H, .]``."""
 
     def __init__(self, dim_in: int, dim_out: int, style_dim: int = 64, upsample: bool = False):
         super().__init__()

@@ -26,7 +26,7 @@ from kdpipe.trainers.stargan2 import losses_kd as L
 from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig, config_dict, setup_run, write_config
 from kdpipe.trainers.stargan2.data import (TeacherTriplets, online_batches, online_triplets, resize_to,
                                            shard_batches, shard_triplets)
-from kdpipe.trainers.stargan2.losses_ft import adv_loss, r1_reg
+from kdpipe.trainers.stargan2.losses_ft import r1_reg
 from kdpipe.trainers.stargan2.networks import build_nets
 
 TRAINER = "stargan2-kd"
@@ -84,6 +84,9 @@ class KDTrainer:
         if cfg.loop.precision == "fp16":
             raise ConfigError("loop.precision=fp16 is not supported by the StarGANv2 trainers (several optimisers "
                               "and the R1 double backward); use bf16 or fp32")
+        if cfg.loop.ema_decay > 0:
+            raise ConfigError(f"loop.ema_decay={cfg.loop.ema_decay} is not used by the KD stage (finetuning keeps the "
+                              "StarGANv2 EMA); leave it at 0")
         if cfg.data.source == "shards" and cfg.loss.mode != "reference":
             raise ConfigError(f"loss.mode={cfg.loss.mode!r} needs the teacher's z2, which shards do not store; use "
                               "loss.mode=reference with shards, or data.source=online")
