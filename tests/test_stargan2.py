@@ -253,9 +253,22 @@ def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_da
     run_kd(None, kd_overrides(tmp_path / "kd_shards_split", **{"loop.steps": 3, "loop.stop_after": 2, **sh}))
     run_kd(None, kd_overrides(tmp_path / "kd_shards_split", **{"loop.steps": 3, **sh}), resume=True)
     assert_same_weights(latest_checkpoint(tmp_path / "kd_shards"), latest_checkpoint(tmp_path / "kd_shards_split"))
-    with pytest.raises(ConfigError, match="z2"):
-        run_kd(None, kd_overrides(tmp_path / "kd_lat", **{"data.source": "shards", "data.path": str(shards),
-                                                           "loss.mode": "latent"}))
+    # latent-guided KD from shards: z2 rebuilt from the json seeds equals the online triplets' z2
+    from kdpipe.pipeline.latents import parse_mix
+    from kdpipe.trainers.stargan2.data import online_triplets, shard_batches, shard_triplets
+
+    teacher = load_teacher(TEACHER)
+    batch, _ = next(shard_batches(str(shards), 2, seed=0, shuffle_buffer=0))
+    st = shard_triplets(teacher.G, batch, teacher.sha256, need_z=True)
+    on = online_triplets(teacher.G, torch.tensor([int(k) for k in batch["key"]]), 0, 1.0,
+                         parse_mix("crossover:4", teacher.G.num_ws))
+    assert torch.equal(st.z2, on.z2) and torch.equal(st.ws_y, on.ws_y)
+    assert torch.equal(st.y, ((on.y * 127.5 + 128).clamp(0, 255).to(torch.uint8) / 127.5 - 1))  # PNG-quantised
+    r = run_kd(None, kd_overrides(tmp_path / "kd_lat", **{"loop.steps": 1, "loss.mode": "both", **sh}))
+    assert np.isfinite(r.records[-1]["loss/image_l1_lat"])
+    batch["seeds"] = [None, None]
+    with pytest.raises(DatasetError, match="seeds"):
+        shard_triplets(teacher.G, batch, teacher.sha256, need_z=True)
     with pytest.raises(DatasetError, match="made by teacher"):
         run_kd(None, kd_overrides(tmp_path / "kd_other", **{"data.source": "shards", "data.path": str(shards),
                                                              "teacher.spec": "builtin:random-32"}))

@@ -139,8 +139,8 @@ class KDLossConfig:
     triplets: str = "style-mix"
     """``style-mix`` (x1, x2, y) or ``identity`` (x1, x1, x1): the "KD*" ablation of Fig. 3(b)."""
     mode: str = "reference"
-    """``reference`` (style from E_R(x2)), ``latent`` (style from the mapping network of the teacher's z2;
-    online only) or ``both`` (sum of the two Eq. 3 / Eq. 4 terms per step)."""
+    """``reference`` (style from E_R(x2)), ``latent`` (style from the mapping network of the teacher's z2; from
+    shards z2 is rebuilt from the json seeds) or ``both`` (sum of the two Eq. 3 / Eq. 4 terms per step)."""
     adaptor_side: str = "student"
     """Which side the 1x1 hint adaptors map (see ``losses_kd``): ``student`` (FitNets) or ``teacher``."""
 

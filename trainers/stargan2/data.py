@@ -122,11 +122,13 @@ class TripletShardBatches(ShardBatches):
     """:class:`ShardBatches` for style-mix shards that keeps each sample's latents and teacher hash.
 
     Batch dict: ``x1``, ``x2``, ``y`` float32 ``[B, 3, H, W]``, ``latents`` float32 ``[B, 3, num_ws, w_dim]``,
-    ``teacher_sha256`` list[str | None], ``key``, ``epoch``, ``index``.
+    ``teacher_sha256`` list[str | None], ``seeds`` list[[seed_x1, seed_x2] | None] (json), ``key``, ``epoch``,
+    ``index``.
     """
 
     def collate(self, items: list[tuple[int, int, dict]]) -> dict[str, Any]:
-        out: dict[str, list] = {"x1": [], "x2": [], "y": [], "latents": [], "teacher_sha256": [], "key": []}
+        out: dict[str, list] = {"x1": [], "x2": [], "y": [], "latents": [], "teacher_sha256": [], "seeds": [],
+                                "key": []}
         for _, _, s in items:
             where = f"sample {s['__key__']!r} in {s['__url__']!r}"
             if "latents.npy" not in s or not all(k in s for k in TRIPLET_KEYS):
@@ -138,12 +140,13 @@ class TripletShardBatches(ShardBatches):
             out["latents"].append(torch.from_numpy(_load_npy(s["latents.npy"], where)))
             meta = json.loads(s["json"]) if "json" in s else {}
             out["teacher_sha256"].append(meta.get("teacher_sha256"))
+            out["seeds"].append(meta.get("seeds"))
             out["key"].append(s["__key__"])
         shapes = {tuple(t.shape) for t in out["latents"]}
         if len(shapes) > 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[0] != 3:
             raise DatasetError(f"latents.npy of {out['key']} have shapes {sorted(shapes)}; expected [3, num_ws, w_dim]")
         batch = {k: torch.stack(v) for k, v in out.items() if k in ("x1", "x2", "y", "latents")}
-        batch.update(teacher_sha256=out["teacher_sha256"], key=out["key"],
+        batch.update(teacher_sha256=out["teacher_sha256"], seeds=out["seeds"], key=out["key"],
                      epoch=torch.tensor([e for e, _, _ in items]), index=torch.tensor([i for _, i, _ in items]))
         return batch
 
@@ -180,12 +183,17 @@ def shard_batches(path: str, batch_size: int, seed: int, num_workers: int = 0, s
 
 
 @torch.no_grad()
-def shard_triplets(G, batch: dict[str, Any], teacher_sha256: str | None, identity: bool = False) -> TeacherTriplets:
+def shard_triplets(G, batch: dict[str, Any], teacher_sha256: str | None, identity: bool = False,
+                   need_z: bool = False) -> TeacherTriplets:
     """Turn a shard batch into :class:`TeacherTriplets`, re-synthesising y's features from its latents.
+
+    With ``need_z`` (latent-guided KD) the style image's z is rebuilt from the json ``seeds`` (NVlabs seed
+    convention, as the pipeline drew it); shards store ws, which the student's mapping network does not take.
 
     Raises:
         DatasetError: the shards were made by another teacher (``json.teacher_sha256`` differs), their images are
-            not at the teacher's resolution, or their latents do not fit the teacher's ``[num_ws, w_dim]``.
+            not at the teacher's resolution, their latents do not fit the teacher's ``[num_ws, w_dim]``, or
+            ``need_z`` and a sample's json has no ``seeds``.
     """
     device = G.mapping.w_avg.device
     for key, sha in zip(batch["key"], batch["teacher_sha256"]):
@@ -200,11 +208,18 @@ def shard_triplets(G, batch: dict[str, Any], teacher_sha256: str | None, identit
         raise DatasetError(f"shard images are {batch['x1'].shape[-1]} px but the teacher renders "
                            f"{G.img_resolution} px; these shards come from another teacher")
     x1, x2, y = (batch[k].to(device) for k in ("x1", "x2", "y"))
+    z = None
+    if need_z:
+        seeds = batch["seeds"]
+        if any(s is None or len(s) != 2 for s in seeds):
+            raise DatasetError(f"shard samples {batch['key']} have no json 'seeds' [seed_x1, seed_x2], so their z "
+                               "cannot be rebuilt for latent-guided KD; use loss.mode=reference or data.source=online")
+        z = z_from_seeds([s[0] if identity else s[1] for s in seeds], G.z_dim).to(device)
     ws_y = lat[:, 0] if identity else lat[:, 2]
     _, feats = G.synthesis(ws_y, noise_mode="const", return_features=True)
     if identity:
-        return TeacherTriplets(x1, x1, x1, ws_y, feats, None)
-    return TeacherTriplets(x1, x2, y, ws_y, feats, None)
+        return TeacherTriplets(x1, x1, x1, ws_y, feats, z)
+    return TeacherTriplets(x1, x2, y, ws_y, feats, z)
 
 
 # ---------------------------------------------------------------------------------------------- domain folders

@@ -87,9 +87,6 @@ class KDTrainer:
         if cfg.loop.ema_decay > 0:
             raise ConfigError(f"loop.ema_decay={cfg.loop.ema_decay} is not used by the KD stage (finetuning keeps the "
                               "StarGANv2 EMA); leave it at 0")
-        if cfg.data.source == "shards" and cfg.loss.mode != "reference":
-            raise ConfigError(f"loss.mode={cfg.loss.mode!r} needs the teacher's z2, which shards do not store; use "
-                              "loss.mode=reference with shards, or data.source=online")
         G_T.requires_grad_(False)
         teacher.D.requires_grad_(False)
         self.cfg, self.teacher, self.dist, self.device = cfg, teacher, dist, dist.device
@@ -147,7 +144,7 @@ class KDTrainer:
         if "index" in batch and "x1" not in batch:
             return online_triplets(self.teacher.G, batch["index"], self.cfg.data.base_seed,
                                    self.cfg.teacher.truncation_psi, self.mix_layers, identity)
-        return shard_triplets(self.teacher.G, batch, self.teacher.sha256, identity)
+        return shard_triplets(self.teacher.G, batch, self.teacher.sha256, identity, need_z="lat" in self.branches)
 
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         """One D_S step (Eq. 4) and one student step (Eq. 5). Returns detached scalars named after the paper.
