@@ -37,6 +37,11 @@ class Field:
             raise ConfigError(f"{path}: null is not allowed; expected {self._expected()}")
         if float in self.types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if float in self.types and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) and bool not in self.types:
             raise ConfigError(f"{path}: {value!r} is a boolean; expected {self._expected()}")
         if not isinstance(value, self.types):

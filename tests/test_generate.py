@@ -104,3 +104,10 @@ def test_config_errors_name_the_field(tmp_path, cli):
     res = cli("generate", "--task", "style-mix", "--out", tmp_path, *GEN, "--mix", "crossover:99")
     assert res.exit_code == 2 and "crossover 99 is outside" in res.stderr
     assert not (tmp_path / "style-mix" / "shards").exists()
+
+
+def test_config_reads_yaml_exponents_as_numbers():
+    from kdpipe.pipeline.config import resolve_config
+
+    cfg = resolve_config("brightness", overrides=["pairs.scale=1e-1", "teacher.truncation_psi=5e-1"])
+    assert cfg["pairs"]["scale"] == 0.1 and cfg["teacher"]["truncation_psi"] == 0.5

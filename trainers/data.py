@@ -367,14 +367,18 @@ def _one_line(exc: KdpipeError) -> KdpipeError:
 
 
 def batch_iterator(info: DatasetInfo, cfg: DataConfig, seed: int, start: DataPosition = DataPosition(),
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[dict[str, Any], DataPosition]]:
+                   rank: int = 0, world_size: int = 1,
+                   dataset_cls: type = None) -> Iterator[tuple[dict[str, Any], DataPosition]]:
     """Endless ``(batch, position_after_batch)`` for this rank; ``position_after_batch`` is what a
     checkpoint stores so that a resumed run continues with the next batch. Same for any num_workers.
+
+    ``dataset_cls`` (default :class:`ShardBatches`) lets a trainer decode more of each sample (e.g. latents)
+    with the same order and resume rule.
 
     Raises:
         DatasetError: (one line) bad samples found while streaming.
     """
-    ds = ShardBatches(info, cfg, seed, start, rank, world_size)
+    ds = (dataset_cls or ShardBatches)(info, cfg, seed, start, rank, world_size)
     if cfg.num_workers == 0:
         source: Any = iter(ds)
     else:

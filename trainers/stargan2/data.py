@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.errors import DatasetError, KdpipeError
+from kdpipe.pipeline.errors import DatasetError
 from kdpipe.pipeline.latents import mix_ws, sample_seeds, z_from_seeds
 from kdpipe.trainers.config import DataConfig
-from kdpipe.trainers.data import (TRIPLET_KEYS, DataPosition, ShardBatches, _one_line, decode_image,
+from kdpipe.trainers.data import (TRIPLET_KEYS, DataPosition, ShardBatches, batch_iterator, decode_image,
                                   inspect_dataset, to_float)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -171,15 +171,7 @@ def shard_batches(path: str, batch_size: int, seed: int, num_workers: int = 0, s
     info = inspect_dataset(path, kind="triplet")
     cfg = DataConfig(path=path, kind="triplet", batch_size=batch_size, num_workers=num_workers,
                      shuffle_buffer=shuffle_buffer, flip=False, resolution=None)
-    ds = TripletShardBatches(info, cfg, seed, start, rank, world_size)
-    source: Any = iter(ds) if num_workers == 0 else iter(torch.utils.data.DataLoader(
-        ds, batch_size=None, num_workers=num_workers, generator=torch.Generator().manual_seed(seed)))
-    while True:
-        try:
-            batch = next(source)
-        except KdpipeError as exc:
-            raise _one_line(exc) from None
-        yield batch, DataPosition(int(batch["epoch"][-1]), int(batch["index"][-1]) + world_size - rank)
+    return batch_iterator(info, cfg, seed, start, rank, world_size, dataset_cls=TripletShardBatches)
 
 
 @torch.no_grad()
