@@ -312,3 +312,19 @@ def fit(trainer: Trainer, loop: LoopConfig, batches: Callable[[DataPosition], It
     bar.close()
     result.step = step
     return result
+
+
+def run_distributed(device: str, body):
+    """``body(dist)`` inside the torchrun process group (or single process); on failure the group is destroyed
+    without the final barrier, so the other ranks are not left waiting."""
+    dist = init_distributed(device)
+    ok = False
+    try:
+        result = body(dist)
+        ok = True
+        return result
+    finally:
+        if ok:
+            teardown_distributed()
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -23,8 +23,8 @@ from ..checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoin
 from ..config import (RESUME_MAY_CHANGE, DataConfig, LoopConfig, config_diff, config_to_dict, flatten, load_config,
                       merge, save_config)
 from ..data import DatasetInfo, batch_iterator, inspect_dataset
-from ..loop import (EMA, DistInfo, FitResult, autocast, fit, init_distributed, make_grad_scaler, seed_everything,
-                    teardown_distributed, unwrap, wrap_ddp)
+from ..loop import (EMA, DistInfo, FitResult, autocast, fit, make_grad_scaler, run_distributed, seed_everything,
+                    unwrap, wrap_ddp)
 from .losses import build_vgg_loss, feature_matching_loss, gan_loss
 from .networks import build_discriminator, build_generator, downsample_factor
 
@@ -259,9 +259,7 @@ def run(config_path: str | Path | None = None, overrides: Mapping[str, Any] | No
     if hw[0] % factor or hw[1] % factor:
         raise ConfigError(f"images are {hw[0]}x{hw[1]} but this generator needs sides divisible by {factor}; "
                           "lower model.n_downsample_global or set data.resolution")
-    dist = init_distributed(cfg.loop.device)
-    ok = False
-    try:
+    def body(dist):
         seed_everything(cfg.loop.seed, cfg.loop.deterministic)
         trainer = Pix2PixHDTrainer(cfg, info, dist)
         if dist.is_main:
@@ -271,11 +269,6 @@ def run(config_path: str | Path | None = None, overrides: Mapping[str, Any] | No
         def batches(pos):
             return batch_iterator(info, cfg.data, cfg.loop.seed, pos, dist.rank, dist.world_size)
 
-        result = fit(trainer, cfg.loop, batches, dist, config_to_dict(cfg), state)
-        ok = True
-        return result
-    finally:
-        if ok:
-            teardown_distributed()
-        elif torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        return fit(trainer, cfg.loop, batches, dist, config_to_dict(cfg), state)
+
+    return run_distributed(cfg.loop.device, body)

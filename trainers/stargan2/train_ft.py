@@ -27,7 +27,8 @@ from kdpipe.trainers.stargan2.data import DomainFolder, folder_batches
 from kdpipe.trainers.stargan2.losses_ft import FinetuneWeights, compute_d_loss, compute_g_loss
 from kdpipe.trainers.stargan2.networks import NET_NAMES, build_nets, load_expanding_domains
 from kdpipe.trainers.stargan2.train_kd import TRAINER as KD_TRAINER
-from kdpipe.trainers.stargan2.train_kd import grad_all_reduce, run_distributed
+from kdpipe.trainers.loop import run_distributed
+from kdpipe.trainers.stargan2.train_kd import grad_all_reduce
 
 TRAINER = "stargan2"
 EMA_NETS = ("generator", "mapping_network", "style_encoder")

@@ -20,8 +20,7 @@ from torch import nn
 from kdpipe.pipeline.errors import CheckpointError, ConfigError
 from kdpipe.pipeline.latents import parse_mix
 from kdpipe.pipeline.teachers import Teacher, load_teacher
-from kdpipe.trainers.loop import (DistInfo, FitResult, autocast, fit, init_distributed, seed_everything,
-                                  teardown_distributed)
+from kdpipe.trainers.loop import (DistInfo, FitResult, autocast, fit, run_distributed, seed_everything)
 from kdpipe.trainers.stargan2 import losses_kd as L
 from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig, config_dict, setup_run, write_config
 from kdpipe.trainers.stargan2.data import (TeacherTriplets, online_batches, online_triplets, resize_to,
@@ -246,22 +245,6 @@ def batches_for(cfg: KDConfig, dist: DistInfo):
         raise ConfigError("data.source=shards needs data.path (OUT/style-mix written by `kdpipe generate`)")
     return lambda pos: shard_batches(d.path, d.batch_size, cfg.loop.seed, d.num_workers, d.shuffle_buffer, pos,
                                      dist.rank, dist.world_size)
-
-
-def run_distributed(device: str, body):
-    """``body(dist)`` inside the torchrun process group (or single process); on failure the group is destroyed
-    without the final barrier, so the other ranks are not left waiting (as the pix2pixHD trainer does)."""
-    dist = init_distributed(device)
-    ok = False
-    try:
-        result = body(dist)
-        ok = True
-        return result
-    finally:
-        if ok:
-            teardown_distributed()
-        elif torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def train_kd(cfg: KDConfig, resume: dict | None = None, teacher: Teacher | None = None) -> FitResult:
