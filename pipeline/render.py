@@ -2,11 +2,20 @@
 
 Rendering is bit-identical for any batch size on CPU: every forward runs on >= 2 samples (batch 1 takes a
 different BLAS/conv path, ~1e-6 off, which flips a few uint8 pixels), the modulated-conv form is chosen per
-device and never per batch, and each device->host copy covers one whole batch.
+device and never per batch (:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy
+covers one whole batch of uint8 images.
+
+:func:`pipelined` overlaps the three kinds of work a dataset needs (numbers: ``benchmarks/README.md``):
+the teacher's forward runs on a render thread, PNG/JSON/NPY encoding on a pool of encoder threads, and the
+caller (the tar writer) consumes finished samples in input order. Queues between them are bounded, so memory
+does not grow with the dataset, and neither the encoder count nor the batch size changes any output byte.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
@@ -15,12 +24,23 @@ import numpy as np
 import torch
 
 from kdpipe.pipeline.latents import z_from_seeds
-from kdpipe.pipeline.networks import Generator
+from kdpipe.pipeline.networks import Generator, default_fused_modconv
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` float in [-1, 1] -> ``[N, H, W, 3]`` uint8 (NVlabs generate.py: ``x*127.5 + 128``, clamp)."""
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def default_encode_workers(device: torch.device | str, cpu_count: int | None = None) -> int:
+    """Encoder threads that keep up with the teacher without starving it of cores.
+
+    On CUDA the forward needs one CPU thread (kernel launches), so every other core encodes: ``cpus - 1``.
+    On CPU the forward already uses every core (torch intra-op threads); one encoder thread then overlaps
+    encoding with the forward's serial parts (Python, small ops) and more threads only compete with it.
+    """
+    cpus = cpu_count or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
+    return max(1, cpus - 1) if torch.device(device).type == "cuda" else 1
 
 
 class Renderer:
@@ -42,60 +62,122 @@ class Renderer:
         self.G, self.device = G, torch.device(device)
         self.truncation_psi, self.truncation_cutoff, self.noise_mode = truncation_psi, truncation_cutoff, noise_mode
         self.batch_size = max(2, int(batch_size))
-        if fused_modconv is None:
-            fused_modconv = self.device.type != "cpu"
-        self.fused_modconv = fused_modconv
+        self.fused_modconv = default_fused_modconv(self.device) if fused_modconv is None else fused_modconv
 
-    def _batched(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        outs = []
+    def _forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, fn(x[start:start + batch_size]))`` per batch; a lone last row is padded to 2 and cut back."""
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start:start + self.batch_size]
             single = chunk.shape[0] == 1
             if single:  # batch 1 runs other kernels: pad to 2 so results never depend on batching
                 chunk = torch.cat([chunk, chunk])
             out = fn(chunk)
-            outs.append(out[:1] if single else out)
-        return torch.cat(outs) if outs else x.new_zeros(0)
+            yield start, (out[:1] if single else out)
 
     @torch.no_grad()
     def ws_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
         """Truncated ws of each seed: ``[len(seeds), num_ws, w_dim]`` float32 on ``device``."""
         z = z_from_seeds(seeds, self.G.z_dim).to(self.device)
-        return self._batched(z, lambda zz: self.G.mapping(zz, truncation_psi=self.truncation_psi,
-                                                          truncation_cutoff=self.truncation_cutoff))
+        outs = [ws for _, ws in self._forward(z, lambda zz: self.G.mapping(
+            zz, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff))]
+        return torch.cat(outs) if outs else z.new_zeros(0, self.G.num_ws, self.G.w_dim)
 
     @torch.no_grad()
     def images(self, ws: torch.Tensor) -> np.ndarray:
-        """uint8 images ``[N, H, W, 3]`` (host memory) for ws ``[N, num_ws, w_dim]``; one host copy per batch."""
+        """uint8 images ``[N, H, W, C]`` in host memory for ws ``[N, num_ws, w_dim]``.
+
+        Each batch is converted to uint8 on the device and copied to the host once, straight into the result.
+        """
         ws = ws.to(self.device)
-        out = self._batched(ws, lambda w: to_uint8(self.G.synthesis(w, noise_mode=self.noise_mode,
-                                                                     fused_modconv=self.fused_modconv)).cpu())
-        return out.numpy()
+        G = self.G
+        out = np.empty((ws.shape[0], G.img_resolution, G.img_resolution, G.img_channels), np.uint8)
+        host = torch.from_numpy(out)
+        for start, img in self._forward(ws, lambda w: to_uint8(G.synthesis(w, noise_mode=self.noise_mode,
+                                                                           fused_modconv=self.fused_modconv))):
+            host[start:start + img.shape[0]].copy_(img)
+        return out
+
+
+_END = object()
 
 
 def pipelined(chunks: Iterable, render: Callable[[object], list], encode: Callable[[object], dict],
-              workers: int, max_inflight: int = 64) -> Iterator[dict]:
-    """Render chunk k+1 on the caller's thread while a thread pool encodes chunk k; yield in input order.
+              workers: int, render_ahead: int = 2, device: torch.device | str | None = None) -> Iterator[dict]:
+    """Render chunk by chunk, encode the samples on ``workers`` threads, yield them in input order.
+
+    Where the forward runs depends on the device. On CUDA it runs on its own render thread, so the GPU keeps
+    working while the caller writes tars. On CPU it runs on the caller's thread: a second thread running torch
+    ops makes OpenMP throttle its spin-waits, which slowed the 64-px teacher's forward 1.5-2x on 2 cores
+    (benchmarks/README.md); the encoder threads still overlap with it.
 
     Args:
         chunks: work units (e.g. lists of sample indices) in output order.
-        render: chunk -> list of per-sample payloads (runs on the calling thread: the device work).
-        encode: payload -> finished sample dict (PNG/JSON/NPY bytes); runs in the pool (Pillow's zlib releases
-            the GIL, so threads encode in parallel).
-        workers: pool size; 0 encodes inline (no threads).
-        max_inflight: bound on encoded-but-not-yet-consumed samples (memory stays flat with dataset size).
+        render: chunk -> list of per-sample payloads (the device work; called in chunk order, one at a time).
+        encode: payload -> finished sample dict (PNG/JSON/NPY bytes); runs on the encoder threads. Encoders that
+            hold the GIL (Pillow's PNG writer does) stall the forward's Python thread: prefer GIL-free ones.
+        workers: encoder threads; 0 renders and encodes inline on the caller's thread (no threads at all).
+        render_ahead: chunks rendered but not yet consumed. At most ``render_ahead + 2`` chunks are alive at
+            once, so memory stays flat whatever the dataset size.
+        device: the render device (``None`` = CPU behaviour).
+    Yields:
+        ``encode(payload)`` of every payload, in chunk order. An exception in ``render`` or ``encode`` is
+        re-raised here; closing the generator early stops the render thread.
     """
     if workers <= 0:
         for chunk in chunks:
             for item in render(chunk):
                 yield encode(item)
         return
-    pending: deque = deque()
+    render_ahead = max(1, render_ahead)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdpipe-encode") as pool:
-        for chunk in chunks:
-            for item in render(chunk):
-                pending.append(pool.submit(encode, item))
-            while len(pending) > max_inflight:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        if device is None or torch.device(device).type == "cpu":
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append([pool.submit(encode, item) for item in render(chunk)])
+                while len(pending) > render_ahead:
+                    yield from (future.result() for future in pending.popleft())
+            while pending:
+                yield from (future.result() for future in pending.popleft())
+            return
+        yield from _render_thread(chunks, render, encode, pool, render_ahead)
+
+
+def _render_thread(chunks, render, encode, pool: ThreadPoolExecutor, render_ahead: int) -> Iterator[dict]:
+    """:func:`pipelined` with the forward on a separate thread feeding a bounded queue of encode futures."""
+    ready: queue.Queue = queue.Queue(maxsize=render_ahead)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set() or not put([pool.submit(encode, item) for item in render(chunk)]):
+                    return
+        except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+            put(e)
+            return
+        put(_END)
+
+    producer = threading.Thread(target=produce, name="kdpipe-render", daemon=True)
+    producer.start()
+    try:
+        while (entry := ready.get()) is not _END:
+            if isinstance(entry, BaseException):
+                raise entry
+            for future in entry:
+                yield future.result()
+    finally:
+        stop.set()
+        producer.join()
+        while not ready.empty():  # samples nobody will consume: skip their encoding
+            entry = ready.get_nowait()
+            for future in entry if isinstance(entry, list) else ():
+                future.cancel()

@@ -1,0 +1,468 @@
+"""Generation throughput: the teacher's bare forward (the limit) vs ``kdpipe generate`` vs the anchors' serial loop.
+
+Usage (defaults: builtin:random-64, device auto, stages.yaml batch size and encoder count)::
+
+    python benchmarks/generate_throughput.py [--generator builtin:random-64] [--device cpu] [-n 256]
+        [--batch-size B] [--workers W] [--repeats 3] [--gender] [--json PATH]
+    python benchmarks/generate_throughput.py --modconv      # fused vs unfused synthesis, batch 8
+    python benchmarks/generate_throughput.py --png-levels   # PNG size / speed per zlib level
+    python benchmarks/generate_throughput.py --rss-check    # RSS after 1,000 vs 10,000 samples
+
+What is timed, all in this process, on one device, teacher and truncation (interpreter start-up excluded):
+
+* ``bare``: ``G.synthesis`` alone on ws already on the device, at the pipeline's batch size and modulated-conv
+  form, ``3 n`` images (CUDA synchronised). Images/s; the limit the pipeline can reach.
+* ``kdpipe``: ``kdpipe.pipeline.generate.generate(task, fresh_tmp_dir, progress off)`` end to end: teacher
+  load, render + PNG/JSON/NPY encoding + tar writing, manifest, card. Images/s counts every image rendered
+  (3 per style-mix sample; for pair tasks ``sample.n + pairs.n * len(pairs.steps)``).
+* ``baseline``: the loop of NVlabs ``generate.py`` / seed 002's scripts for the same style-mix samples: per seed
+  ``G.mapping`` at batch 1, then ``G.synthesis`` at batch 1 for x1, x2 and y, each PNG encoded (Pillow's default
+  level, as upstream) and saved before the next image is rendered. Teacher load included, like ``kdpipe``.
+
+Repeats run the modes round-robin (bare, kdpipe, baseline, bare, ...) so that load from other processes hits all
+of them alike; the medians are reported, with every run, the load average and the peak RSS of each phase
+(``VmHWM`` reset per phase through ``/proc/self/clear_refs``). Results: a JSON file and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRIPLET_IMAGES = 3  # x1, x2, y per triplet sample
+
+
+# ------------------------------------------------------------------------------------------------ machine / memory
+def _proc_status(key: str) -> float | None:
+    """A ``/proc/self/status`` memory field in MiB (``VmRSS``, ``VmHWM``), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_mib() -> float | None:
+    """Current resident set size of this process, MiB."""
+    return _proc_status("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (``VmHWM``) of this process; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size since the last :func:`reset_peak_rss` (or process start), MiB."""
+    hwm = _proc_status("VmHWM")
+    if hwm is not None:
+        return hwm
+    import resource
+
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def machine_info(device: torch.device) -> dict:
+    """Where the numbers came from: CPU model and cores, torch threads, GPU name, versions, load average."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------------ the three modes
+def measure_bare(G, device: torch.device, batch_size: int, n_images: int, truncation_psi: float,
+                 fused_modconv: bool) -> dict:
+    """``G.synthesis`` alone: ``ceil(n_images / batch_size)`` forwards on ws prepared beforehand. Returns images/s."""
+    n_batches = max(1, -(-n_images // batch_size))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(batch_size * n_batches, G.z_dim, generator=gen).to(device),
+                       truncation_psi=truncation_psi)
+        batches = list(ws.split(batch_size))
+        G.synthesis(batches[0], noise_mode="const", fused_modconv=fused_modconv)  # warm-up (kernels, allocator)
+        _sync(device)
+        t0 = time.perf_counter()
+        for w in batches:
+            G.synthesis(w, noise_mode="const", fused_modconv=fused_modconv)
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    images = batch_size * n_batches
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
+
+
+def images_rendered(cfg: dict) -> int:
+    """Images the teacher renders for a resolved task config (when no stage summary reports ``images_rendered``).
+
+    Triplet tasks: ``3 * render.n``. Pair tasks: ``sample.n`` (direction finding) + ``pairs.n * len(pairs.steps)``
+    (an upper bound for ``bins`` attributes, which render fewer edits per candidate).
+    """
+    stages = cfg["stages"]
+    if "render" in stages:
+        return TRIPLET_IMAGES * cfg["render"]["n"]
+    total = cfg["sample"]["n"] if "sample" in stages else 0
+    if "pairs" in stages:
+        total += cfg["pairs"]["n"] * len(cfg["pairs"]["steps"])
+    return total
+
+
+def measure_kdpipe(task: str, generator: str, n: int, device: str, batch_size: int | None, workers: int | None,
+                   sets: list[str], keep: Path | None = None) -> dict:
+    """``generate(task)`` into a fresh temporary directory with progress off; time of the call, images/s.
+
+    ``n`` is ``render.n`` of triplet tasks, ``pairs.n`` and ``sample.n`` of pair tasks.
+
+    Raises:
+        KdpipeError: the task is not defined (or its config is invalid) - the caller reports it as skipped.
+    """
+    from kdpipe.pipeline.config import resolve_config
+    from kdpipe.pipeline.generate import generate
+
+    counts = {"render": {"n": n}} if task in ("style-mix", "morph") else {"sample": {"n": max(n, 4)}, "pairs": {"n": n}}
+    cli = {"teacher": {"generator": generator}, **counts,
+           "runtime": {"device": device, "batch_size": batch_size, "encode_workers": workers, "progress": False}}
+    cfg = resolve_config(task, overrides=sets, cli=cli)
+    root = Path(tempfile.mkdtemp(prefix="kdpipe-bench-"))
+    try:
+        t0 = time.perf_counter()
+        generate(task, root, overrides=sets, cli=cli, log=lambda msg: None)
+        seconds = time.perf_counter() - t0
+        shard_bytes = sum(p.stat().st_size for p in (root / task).rglob("*.tar"))
+        run = json.loads((root / task / "run.json").read_text())
+        for stage in run["stages"]:
+            if (stage.get("summary") or {}).get("images_rendered"):
+                images = stage["summary"]["images_rendered"]
+                break
+        else:
+            images = images_rendered(cfg)
+        if keep is not None:
+            shutil.copytree(root / task, keep / task, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "shard_bytes": shard_bytes,
+            "batch_size": cfg["runtime"]["batch_size"], "encode_workers": cfg["runtime"]["encode_workers"]}
+
+
+def measure_baseline(generator: str, n: int, device: torch.device, truncation_psi: float, mix: str,
+                     seed: int = 0) -> dict:
+    """The anchors' serial loop for ``n`` style-mix samples (batch 1, each PNG saved before the next render)."""
+    from PIL import Image
+
+    from kdpipe.pipeline.latents import mix_ws, parse_mix, z_from_seeds
+    from kdpipe.pipeline.render import to_uint8
+    from kdpipe.pipeline.teachers import load_teacher
+
+    out = Path(tempfile.mkdtemp(prefix="kdpipe-baseline-"))
+    try:
+        t0 = time.perf_counter()
+        G = load_teacher(generator, device).G
+        layers = parse_mix(mix, G.num_ws)
+        with torch.no_grad():
+            for i in range(n):
+                w1, w2 = (G.mapping(z_from_seeds([s], G.z_dim).to(device), truncation_psi=truncation_psi)
+                          for s in (seed + 2 * i, seed + 2 * i + 1))
+                for name, ws in (("x1", w1), ("x2", w2), ("y", mix_ws(w1, w2, layers))):
+                    img = to_uint8(G.synthesis(ws, noise_mode="const"))
+                    Image.fromarray(img[0].cpu().numpy(), "RGB").save(out / f"{i:08d}.{name}.png")
+        seconds = time.perf_counter() - t0
+        png_bytes = sum(p.stat().st_size for p in out.iterdir())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    images = TRIPLET_IMAGES * n
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "png_bytes": png_bytes}
+
+
+# ------------------------------------------------------------------------------------------------ side studies
+def measure_modconv(G, device: torch.device, batch_size: int, repeats: int) -> dict:
+    """Median ms per ``G.synthesis`` forward at ``batch_size``, fused vs unfused, and their max |difference|.
+
+    The two forms alternate (fused, unfused, unfused, fused, ...) so that drifting load hits both alike.
+    """
+    gen = torch.Generator().manual_seed(0)
+    out = {"batch_size": batch_size, "repeats": repeats}
+    times = {True: [], False: []}
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(batch_size, G.z_dim, generator=gen).to(device), truncation_psi=0.7)
+        imgs = {fused: G.synthesis(ws, fused_modconv=fused) for fused in (True, False)}  # warm-up
+        for rep in range(repeats):
+            for fused in ((True, False) if rep % 2 == 0 else (False, True)):
+                _sync(device)
+                t0 = time.perf_counter()
+                G.synthesis(ws, fused_modconv=fused)
+                _sync(device)
+                times[fused].append(time.perf_counter() - t0)
+    for fused, key in ((True, "fused"), (False, "unfused")):
+        out[f"{key}_ms"] = round(statistics.median(times[fused]) * 1e3, 2)
+        out[f"{key}_runs_ms"] = [round(t * 1e3, 2) for t in times[fused]]
+    out["max_abs_diff"] = float((imgs[True] - imgs[False]).abs().max())
+    out["unfused_speedup"] = round(out["fused_ms"] / out["unfused_ms"], 2)
+    return out
+
+
+def _photo(resolution: int) -> np.ndarray | None:
+    """scikit-image's astronaut photo at ``resolution`` (uint8 ``[H, W, 3]``), or None without scikit-image."""
+    try:
+        from PIL import Image
+        from skimage import data
+    except ImportError:
+        return None
+    return np.asarray(Image.fromarray(data.astronaut()).resize((resolution, resolution), Image.LANCZOS))
+
+
+def measure_png_levels(images: dict[str, np.ndarray], levels=(0, 1, 3, 6, 9), repeats: int = 3) -> list[dict]:
+    """Per image set and zlib level: encode speed (images/s, one thread) and mean PNG size (bytes).
+
+    Args:
+        images: name -> uint8 ``[N, H, W, 3]``.
+    """
+    from kdpipe.pipeline.shards import encode_png
+
+    rows = []
+    for name, batch in images.items():
+        for level in levels:
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                sizes = [len(encode_png(im, level)) for im in batch]
+                times.append(time.perf_counter() - t0)
+            rows.append({"images": name, "resolution": batch.shape[1], "level": level,
+                         "images_per_s": round(len(batch) / statistics.median(times), 1),
+                         "mean_bytes": int(np.mean(sizes)), "raw_bytes": int(batch[0].nbytes)})
+    return rows
+
+
+def rss_check(generator: str, n: int, at: int, device: str, batch_size: int | None, workers: int | None,
+              sets: list[str] | None = None, interval_s: float = 0.2) -> dict:
+    """Generate ``n`` style-mix samples in-process while sampling RSS; RSS when ``at`` and when ``n`` are done.
+
+    Done samples are counted from the shard done records (``shards/.done/*.json``), so "RSS after k samples"
+    is the first sample taken once shards holding >= k samples are finished.
+    """
+    from kdpipe.pipeline.generate import generate
+
+    root = Path(tempfile.mkdtemp(prefix="kdpipe-rss-"))
+    done_dir = root / "style-mix" / "shards" / ".done"
+    trace, stop, t_start = [], threading.Event(), time.perf_counter()
+
+    def reading() -> tuple[float, int, float]:
+        """(seconds since start, samples in finished shards, RSS MiB)."""
+        done = sum(json.loads(p.read_text())["count"] for p in done_dir.glob("*.json")) if done_dir.exists() else 0
+        return round(time.perf_counter() - t_start, 2), done, round(rss_mib() or 0.0, 1)
+
+    def sample():
+        while not stop.is_set():
+            trace.append(reading())
+            stop.wait(interval_s)
+
+    cli = {"teacher": {"generator": generator}, "render": {"n": n},
+           "runtime": {"device": device, "batch_size": batch_size, "encode_workers": workers, "progress": False}}
+    thread = threading.Thread(target=sample, daemon=True)
+    reset_peak_rss()
+    thread.start()
+    try:
+        t0 = time.perf_counter()
+        generate("style-mix", root, overrides=sets, cli=cli, log=lambda msg: None)
+        seconds = time.perf_counter() - t0
+        trace.append(reading())  # after the run, before anything is freed
+    finally:
+        stop.set()
+        thread.join()
+        shutil.rmtree(root, ignore_errors=True)
+    after = {k: next((rss for _, done, rss in trace if done >= k), None) for k in (at, n)}
+    ratio = after[n] / after[at] if after[at] and after[n] else None
+    step = max(1, len(trace) // 200)
+    return {"n": n, "at": at, "seconds": round(seconds, 1), f"rss_mib_after_{at}": after[at],
+            f"rss_mib_after_{n}": after[n], "ratio": ratio, "within_10_percent": ratio is not None and abs(ratio - 1) <= 0.1,
+            "peak_rss_mib": round(peak_rss_mib(), 1), "trace_s_done_rssmib": trace[::step]}
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def _median_row(runs: list[dict]) -> dict:
+    rates = [r["images_per_s"] for r in runs]
+    return {"images_per_s": statistics.median(rates), "runs_images_per_s": [round(x, 2) for x in rates],
+            "images": runs[0]["images"], "seconds_median": statistics.median(r["seconds"] for r in runs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+            **{k: runs[0][k] for k in ("shard_bytes", "png_bytes", "batch_size", "encode_workers") if k in runs[0]}}
+
+
+def _phase(fn, *args, **kwargs) -> dict:
+    """Run one measurement with the peak-RSS mark reset before it; adds ``peak_rss_mib`` and the load average."""
+    reset_peak_rss()
+    out = fn(*args, **kwargs)
+    out["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    out["load_avg"] = load_average()
+    return out
+
+
+def throughput(args, device: torch.device) -> dict:
+    """bare / kdpipe (per task) / baseline, round-robin over ``args.repeats``; medians and ratios."""
+    from kdpipe.pipeline.config import resolve_config
+    from kdpipe.pipeline.errors import KdpipeError
+    from kdpipe.pipeline.networks import default_fused_modconv
+    from kdpipe.pipeline.teachers import load_teacher
+
+    cfg = resolve_config("style-mix", overrides=args.set, cli={
+        "teacher": {"generator": args.generator},
+        "runtime": {"device": str(device), "batch_size": args.batch_size, "encode_workers": args.workers}})
+    batch_size, psi = cfg["runtime"]["batch_size"], cfg["teacher"]["truncation_psi"]
+    G = load_teacher(args.generator, device).G
+    fused = default_fused_modconv(device)
+    tasks = ["style-mix"] + (["gender"] if args.gender else [])
+    runs: dict[str, list] = {"bare": [], **{f"kdpipe {t}": [] for t in tasks}, "baseline": []}
+    skipped = {}
+    for rep in range(args.repeats):
+        runs["bare"].append(_phase(measure_bare, G, device, batch_size, TRIPLET_IMAGES * args.n, psi, fused))
+        for task in tasks:
+            if task in skipped:
+                continue
+            try:
+                runs[f"kdpipe {task}"].append(_phase(measure_kdpipe, task, args.generator, args.n, str(device),
+                                                     args.batch_size, args.workers, args.set))
+            except KdpipeError as e:  # e.g. the task is not defined yet, or needs a face teacher
+                skipped[task] = f"{type(e).__name__}: {e}"
+        runs["baseline"].append(_phase(measure_baseline, args.generator, args.baseline_n, device, psi,
+                                       cfg["render"]["mix"], cfg["render"]["seed"]))
+        print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(
+            f"{k} {v[-1]['images_per_s']:.1f}" for k, v in runs.items() if v), file=sys.stderr)
+    result = {"modes": {k: _median_row(v) for k, v in runs.items() if v}, "runs": runs, "skipped": skipped,
+              "settings": {"generator": args.generator, "n": args.n, "baseline_n": args.baseline_n,
+                           "batch_size": batch_size, "encode_workers": cfg["runtime"]["encode_workers"],
+                           "fused_modconv": fused, "truncation_psi": psi, "repeats": args.repeats,
+                           "png_compress_level": cfg["render"]["png_compress_level"], "set": args.set}}
+    bare, base = result["modes"]["bare"]["images_per_s"], result["modes"]["baseline"]["images_per_s"]
+    result["ratios"] = {f"kdpipe {t}/{ref}": round(result["modes"][f"kdpipe {t}"]["images_per_s"] / v, 3)
+                        for t in tasks if t not in skipped for ref, v in (("bare", bare), ("baseline", base))}
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(f"{'mode':<18} {'images':>7} {'s (median)':>10} {'images/s':>9} {'peak RSS MiB':>13}  runs (images/s)")
+    for name, row in result["modes"].items():
+        print(f"{name:<18} {row['images']:>7} {row['seconds_median']:>10.2f} {row['images_per_s']:>9.1f} "
+              f"{row['peak_rss_mib']:>13.0f}  {row['runs_images_per_s']}")
+    for name, value in result["ratios"].items():
+        print(f"{name} = {value:.2f}")
+    for task, why in result["skipped"].items():
+        print(f"skipped kdpipe {task}: {why}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generator", default="builtin:random-64", help="teacher (builtin:NAME or checkpoint path)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("-n", "--n", type=int, default=256, help="samples per kdpipe run (3 images each)")
+    parser.add_argument("--baseline-n", type=int, default=None, help="samples of the serial baseline (default min(n, 64))")
+    parser.add_argument("--batch-size", type=int, default=None, help="runtime.batch_size (default: stages.yaml)")
+    parser.add_argument("--workers", type=int, default=None, help="runtime.encode_workers (default: stages.yaml)")
+    parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats; medians are reported")
+    parser.add_argument("--gender", action="store_true", help="also time kdpipe generate --task gender")
+    parser.add_argument("--set", action="append", default=[], help="config override SECTION.KEY=VALUE (repeatable)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="result file (default benchmarks/results/generate_throughput-<study>-<device>.json)")
+    parser.add_argument("--modconv", action="store_true", help="only: fused vs unfused synthesis time")
+    parser.add_argument("--modconv-batch", type=int, default=8)
+    parser.add_argument("--png-levels", action="store_true", help="only: PNG size/speed per zlib level")
+    parser.add_argument("--rss-check", action="store_true", help="only: RSS after --rss-at vs after --rss-n samples")
+    parser.add_argument("--rss-n", type=int, default=10000)
+    parser.add_argument("--rss-at", type=int, default=1000)
+    args = parser.parse_args(argv)
+    args.baseline_n = args.baseline_n or min(args.n, 64)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+
+    from kdpipe.pipeline.generate import resolve_device
+    from kdpipe.pipeline.teachers import load_teacher
+
+    device = resolve_device(args.device)
+    result = {"machine": machine_info(device), "load_avg_start": load_average(),
+              "command": " ".join(["python benchmarks/generate_throughput.py", *(argv if argv is not None
+                                                                                 else sys.argv[1:])])}
+    if args.modconv:
+        study = "modconv"
+        G = load_teacher(args.generator, device).G
+        result["modconv"] = measure_modconv(G, device, args.modconv_batch, max(args.repeats, 25))
+        m = result["modconv"]
+        print(f"G.synthesis {args.generator} batch {m['batch_size']} on {device}: fused {m['fused_ms']} ms, "
+              f"unfused {m['unfused_ms']} ms (unfused speed-up x{m['unfused_speedup']}), max |diff| {m['max_abs_diff']:.2e}")
+    elif args.png_levels:
+        study = "png"
+        from kdpipe.pipeline.render import Renderer
+
+        G = load_teacher(args.generator, device).G
+        sets = {"teacher": Renderer(G, device).images(Renderer(G, device).ws_from_seeds(range(32)))}
+        for res in sorted({G.img_resolution, 256, 1024}):
+            photo = _photo(res)
+            if photo is not None:
+                sets[f"photo-{res}"] = photo[None].repeat(8 if res >= 1024 else 32, axis=0)
+        result["png_levels"] = measure_png_levels(sets)
+        print(f"{'images':<12} {'res':>5} {'level':>5} {'images/s':>9} {'bytes':>9} {'of raw':>7}")
+        for r in result["png_levels"]:
+            print(f"{r['images']:<12} {r['resolution']:>5} {r['level']:>5} {r['images_per_s']:>9.1f} "
+                  f"{r['mean_bytes']:>9} {r['mean_bytes'] / r['raw_bytes']:>7.2f}")
+    elif args.rss_check:
+        study = "rss"
+        result["rss_check"] = rss_check(args.generator, args.rss_n, args.rss_at, str(device), args.batch_size,
+                                        args.workers, args.set)
+        r = result["rss_check"]
+        print(f"RSS after {args.rss_at} samples: {r[f'rss_mib_after_{args.rss_at}']} MiB; after {args.rss_n}: "
+              f"{r[f'rss_mib_after_{args.rss_n}']} MiB; ratio {r['ratio']:.3f} "
+              f"({'within' if r['within_10_percent'] else 'NOT within'} 10 %); peak {r['peak_rss_mib']} MiB; "
+              f"{r['seconds']} s")
+    else:
+        study = "throughput"
+        result.update(throughput(args, device))
+        print_table(result)
+    result["load_avg_end"] = load_average()
+    path = args.json or Path(__file__).resolve().parent / "results" / f"generate_throughput-{study}-{device.type}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"results: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
