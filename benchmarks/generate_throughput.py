@@ -27,7 +27,6 @@ of them alike; the medians are reported, with every run, the load average and th
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -276,47 +275,55 @@ def measure_png_levels(images: dict[str, np.ndarray], levels=(0, 1, 3, 6, 9), re
 
 def rss_check(generator: str, n: int, at: int, device: str, batch_size: int | None, workers: int | None,
               sets: list[str] | None = None, interval_s: float = 0.2) -> dict:
-    """Generate ``n`` style-mix samples in-process while sampling RSS; RSS when ``at`` and when ``n`` are done.
+    """RSS after generating ``at`` style-mix samples vs after ``n``, in this process (64 px, CPU by default).
 
-    Done samples are counted from the shard done records (``shards/.done/*.json``), so "RSS after k samples"
-    is the first sample taken once shards holding >= k samples are finished.
+    Two runs into fresh directories, ``at`` samples then ``n``; after each, the RSS (``VmRSS``) and the peak RSS
+    of the run (``VmHWM``, reset before it). During the second run a thread samples RSS against the number of
+    samples in finished shards (``shards/.done/*.json``), so the trace shows whether memory grows while
+    rendering. ``ratio`` = RSS after ``n`` / RSS after ``at``.
     """
     from kdpipe.pipeline.generate import generate
 
-    root = Path(tempfile.mkdtemp(prefix="kdpipe-rss-"))
-    done_dir = root / "style-mix" / "shards" / ".done"
-    trace, stop, t_start = [], threading.Event(), time.perf_counter()
+    runtime = {"device": device, "batch_size": batch_size, "encode_workers": workers, "progress": False}
+    out, trace = {"n": n, "at": at}, []
+    for count in (at, n):
+        root = Path(tempfile.mkdtemp(prefix="kdpipe-rss-"))
+        done_dir = root / "style-mix" / "shards" / ".done"
+        stop, t_start = threading.Event(), time.perf_counter()
 
-    def reading() -> tuple[float, int, float]:
-        """(seconds since start, samples in finished shards, RSS MiB)."""
-        done = sum(json.loads(p.read_text())["count"] for p in done_dir.glob("*.json")) if done_dir.exists() else 0
-        return round(time.perf_counter() - t_start, 2), done, round(rss_mib() or 0.0, 1)
+        def reading() -> tuple[float, int, float]:
+            """(seconds since start, samples in finished shards, RSS MiB)."""
+            done = sum(json.loads(p.read_text())["count"] for p in done_dir.glob("*.json")) if done_dir.exists() else 0
+            return round(time.perf_counter() - t_start, 2), done, round(rss_mib() or 0.0, 1)
 
-    def sample():
-        while not stop.is_set():
-            trace.append(reading())
-            stop.wait(interval_s)
+        def sample():
+            while not stop.is_set():
+                trace.append(reading())
+                stop.wait(interval_s)
 
-    cli = {"teacher": {"generator": generator}, "render": {"n": n},
-           "runtime": {"device": device, "batch_size": batch_size, "encode_workers": workers, "progress": False}}
-    thread = threading.Thread(target=sample, daemon=True)
-    reset_peak_rss()
-    thread.start()
-    try:
-        t0 = time.perf_counter()
-        generate("style-mix", root, overrides=sets, cli=cli, log=lambda msg: None)
-        seconds = time.perf_counter() - t0
-        trace.append(reading())  # after the run, before anything is freed
-    finally:
-        stop.set()
-        thread.join()
-        shutil.rmtree(root, ignore_errors=True)
-    after = {k: next((rss for _, done, rss in trace if done >= k), None) for k in (at, n)}
-    ratio = after[n] / after[at] if after[at] and after[n] else None
-    step = max(1, len(trace) // 200)
-    return {"n": n, "at": at, "seconds": round(seconds, 1), f"rss_mib_after_{at}": after[at],
-            f"rss_mib_after_{n}": after[n], "ratio": ratio, "within_10_percent": ratio is not None and abs(ratio - 1) <= 0.1,
-            "peak_rss_mib": round(peak_rss_mib(), 1), "trace_s_done_rssmib": trace[::step]}
+        thread = threading.Thread(target=sample, daemon=True)
+        if count == n:
+            thread.start()
+        reset_peak_rss()
+        try:
+            generate("style-mix", root, overrides=sets, cli={"teacher": {"generator": generator},
+                                                             "render": {"n": count}, "runtime": runtime},
+                     log=lambda msg: None)
+            out[f"seconds_{count}"] = round(time.perf_counter() - t_start, 1)
+            out[f"rss_mib_after_{count}"] = round(rss_mib() or 0.0, 1)
+            out[f"peak_rss_mib_{count}"] = round(peak_rss_mib(), 1)
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join()
+            shutil.rmtree(root, ignore_errors=True)
+    out["ratio"] = out[f"rss_mib_after_{n}"] / out[f"rss_mib_after_{at}"]
+    out["peak_ratio"] = out[f"peak_rss_mib_{n}"] / out[f"peak_rss_mib_{at}"]
+    out["within_10_percent"] = abs(out["ratio"] - 1) <= 0.1 and abs(out["peak_ratio"] - 1) <= 0.1
+    rendering = [rss for _, done, rss in trace if at <= done < n]
+    out["rss_mib_while_rendering_min_max"] = [min(rendering), max(rendering)] if rendering else None
+    out["trace_s_done_rssmib"] = trace[::max(1, len(trace) // 200)]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -342,8 +349,11 @@ def throughput(args, device: torch.device) -> dict:
     from kdpipe.pipeline.config import resolve_config
     from kdpipe.pipeline.errors import KdpipeError
     from kdpipe.pipeline.networks import default_fused_modconv
+    from kdpipe.pipeline.render import tune_host_allocator
     from kdpipe.pipeline.teachers import load_teacher
 
+    if device.type == "cpu":
+        tune_host_allocator()  # what kdpipe's Renderer does; done first so that every mode runs with it
     cfg = resolve_config("style-mix", overrides=args.set, cli={
         "teacher": {"generator": args.generator},
         "runtime": {"device": str(device), "batch_size": args.batch_size, "encode_workers": args.workers}})
@@ -394,7 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--generator", default="builtin:random-64", help="teacher (builtin:NAME or checkpoint path)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("-n", "--n", type=int, default=256, help="samples per kdpipe run (3 images each)")
-    parser.add_argument("--baseline-n", type=int, default=None, help="samples of the serial baseline (default min(n, 64))")
+    parser.add_argument("--baseline-n", type=int, default=None,
+                        help="samples of the serial baseline (default min(n, 64))")
     parser.add_argument("--batch-size", type=int, default=None, help="runtime.batch_size (default: stages.yaml)")
     parser.add_argument("--workers", type=int, default=None, help="runtime.encode_workers (default: stages.yaml)")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats; medians are reported")
@@ -427,7 +438,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["modconv"] = measure_modconv(G, device, args.modconv_batch, max(args.repeats, 25))
         m = result["modconv"]
         print(f"G.synthesis {args.generator} batch {m['batch_size']} on {device}: fused {m['fused_ms']} ms, "
-              f"unfused {m['unfused_ms']} ms (unfused speed-up x{m['unfused_speedup']}), max |diff| {m['max_abs_diff']:.2e}")
+              f"unfused {m['unfused_ms']} ms (unfused speed-up x{m['unfused_speedup']}), "
+              f"max |diff| {m['max_abs_diff']:.2e}")
     elif args.png_levels:
         study = "png"
         from kdpipe.pipeline.render import Renderer
@@ -448,10 +460,11 @@ def main(argv: list[str] | None = None) -> dict:
         result["rss_check"] = rss_check(args.generator, args.rss_n, args.rss_at, str(device), args.batch_size,
                                         args.workers, args.set)
         r = result["rss_check"]
-        print(f"RSS after {args.rss_at} samples: {r[f'rss_mib_after_{args.rss_at}']} MiB; after {args.rss_n}: "
-              f"{r[f'rss_mib_after_{args.rss_n}']} MiB; ratio {r['ratio']:.3f} "
-              f"({'within' if r['within_10_percent'] else 'NOT within'} 10 %); peak {r['peak_rss_mib']} MiB; "
-              f"{r['seconds']} s")
+        print(f"RSS after {args.rss_at} samples {r[f'rss_mib_after_{args.rss_at}']} MiB (peak "
+              f"{r[f'peak_rss_mib_{args.rss_at}']}), after {args.rss_n} samples {r[f'rss_mib_after_{args.rss_n}']} MiB "
+              f"(peak {r[f'peak_rss_mib_{args.rss_n}']}): ratio {r['ratio']:.3f}, peak ratio {r['peak_ratio']:.3f} "
+              f"({'within' if r['within_10_percent'] else 'NOT within'} 10 %); while rendering samples "
+              f"{args.rss_at}..{args.rss_n}: {r['rss_mib_while_rendering_min_max']} MiB")
     else:
         study = "throughput"
         result.update(throughput(args, device))

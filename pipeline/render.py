@@ -1,18 +1,22 @@
 """Batched teacher rendering and the render-ahead / encode-behind sample pipeline.
 
-Rendering is bit-identical for any batch size on CPU: every forward runs on >= 2 samples (batch 1 takes a
-different BLAS/conv path, ~1e-6 off, which flips a few uint8 pixels), the modulated-conv form is chosen per
-device and never per batch (:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy
-covers one whole batch of uint8 images.
+Every forward runs on >= 2 samples (batch 1 takes other conv kernels, ~1e-6 off, which flips uint8 pixels), the
+modulated-conv form is chosen per device and never per batch
+(:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy covers one whole batch of
+uint8 images. On CPU the images of the 32- and 64-px built-in teachers are then identical for any batch size;
+larger ones are not (oneDNN picks conv kernels by shape: builtin:random-128 and -256 differ in a few uint8
+pixels between batch 2 and 12, and -256 also between 1 and 2 torch threads).
 
-:func:`pipelined` overlaps the three kinds of work a dataset needs (numbers: ``benchmarks/README.md``):
-the teacher's forward runs on a render thread, PNG/JSON/NPY encoding on a pool of encoder threads, and the
-caller (the tar writer) consumes finished samples in input order. Queues between them are bounded, so memory
-does not grow with the dataset, and neither the encoder count nor the batch size changes any output byte.
+:func:`pipelined` overlaps the work a dataset needs (numbers: ``benchmarks/README.md``): the teacher's forward,
+PNG/JSON/NPY encoding on a pool of encoder threads, and the caller (the tar writer), which consumes finished
+samples in input order. At most a few chunks are in flight, so memory does not grow with the dataset, and the
+encoder count never changes an output byte.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import queue
 import threading
@@ -32,15 +36,43 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-def default_encode_workers(device: torch.device | str, cpu_count: int | None = None) -> int:
-    """Encoder threads that keep up with the teacher without starving it of cores.
+_ALLOCATOR_TUNED = False
 
-    On CUDA the forward needs one CPU thread (kernel launches), so every other core encodes: ``cpus - 1``.
-    On CPU the forward already uses every core (torch intra-op threads); one encoder thread then overlaps
-    encoding with the forward's serial parts (Python, small ops) and more threads only compete with it.
+
+def tune_host_allocator() -> bool:
+    """Let glibc keep freed tensor memory for reuse instead of unmapping it after every op (CPU forwards).
+
+    glibc serves blocks above a dynamic mmap threshold (128 KiB at start) with fresh pages and returns the heap
+    top to the OS above ``M_TRIM_THRESHOLD``, so a CPU forward whose activations are a few MiB can page-fault
+    and zero-fill them again on every op. Depending on what ran before, that made the 64-px teacher's forward
+    (batch 16, 2 cores) 1.7x slower (benchmarks/README.md). This sets ``M_MMAP_THRESHOLD`` = 32 MiB,
+    ``M_TRIM_THRESHOLD`` = 256 MiB and ``M_TOP_PAD`` = 16 MiB through ``mallopt`` (the ``MALLOC_*_`` environment
+    variables do the same at start-up) for the whole process, once. RSS stays bounded: freed blocks are reused,
+    at most ~256 MiB of free heap is kept. Returns False where there is no glibc (nothing changed).
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc malloc.h
+    _ALLOCATOR_TUNED = bool(mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 256 << 20)
+                            and mallopt(m_top_pad, 16 << 20))
+    return _ALLOCATOR_TUNED
+
+
+def default_encode_workers(device: torch.device | str, cpu_count: int | None = None) -> int:
+    """Encoder threads for :func:`pipelined` that keep up with the teacher without taking its cores.
+
+    CUDA: every core but two (the render thread launching kernels and the caller writing tars), at least 1.
+    CPU: 1. The forward already uses every core (torch intra-op threads); on 2 cores 0, 1 and 2 encoder
+    threads gave the same throughput for the 64-px teacher, and more threads only compete with the forward.
     """
     cpus = cpu_count or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
-    return max(1, cpus - 1) if torch.device(device).type == "cuda" else 1
+    return max(1, cpus - 2) if torch.device(device).type == "cuda" else 1
 
 
 class Renderer:
@@ -63,8 +95,11 @@ class Renderer:
         self.truncation_psi, self.truncation_cutoff, self.noise_mode = truncation_psi, truncation_cutoff, noise_mode
         self.batch_size = max(2, int(batch_size))
         self.fused_modconv = default_fused_modconv(self.device) if fused_modconv is None else fused_modconv
+        if self.device.type == "cpu":
+            tune_host_allocator()
 
-    def _forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+    def _forward(self, x: torch.Tensor,
+                 fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, fn(x[start:start + batch_size]))`` per batch; a lone last row is padded to 2 and cut back."""
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start:start + self.batch_size]
@@ -113,11 +148,12 @@ def pipelined(chunks: Iterable, render: Callable[[object], list], encode: Callab
     Args:
         chunks: work units (e.g. lists of sample indices) in output order.
         render: chunk -> list of per-sample payloads (the device work; called in chunk order, one at a time).
-        encode: payload -> finished sample dict (PNG/JSON/NPY bytes); runs on the encoder threads. Encoders that
-            hold the GIL (Pillow's PNG writer does) stall the forward's Python thread: prefer GIL-free ones.
+        encode: payload -> finished sample dict (PNG/JSON/NPY bytes); runs on the encoder threads. Time it
+            spends in Python (not in zlib or numpy, which release the GIL) is taken from the forward's thread.
         workers: encoder threads; 0 renders and encodes inline on the caller's thread (no threads at all).
-        render_ahead: chunks rendered but not yet consumed. At most ``render_ahead + 2`` chunks are alive at
-            once, so memory stays flat whatever the dataset size.
+        render_ahead: chunks rendered but not yet consumed (at most ``render_ahead + 2`` chunks are alive at
+            once, so memory stays flat whatever the dataset size). On CPU 0 encodes each chunk before the next
+            is rendered; on CUDA it counts as 1.
         device: the render device (``None`` = CPU behaviour).
     Yields:
         ``encode(payload)`` of every payload, in chunk order. An exception in ``render`` or ``encode`` is
@@ -128,7 +164,6 @@ def pipelined(chunks: Iterable, render: Callable[[object], list], encode: Callab
             for item in render(chunk):
                 yield encode(item)
         return
-    render_ahead = max(1, render_ahead)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdpipe-encode") as pool:
         if device is None or torch.device(device).type == "cpu":
             pending: deque = deque()
@@ -139,7 +174,7 @@ def pipelined(chunks: Iterable, render: Callable[[object], list], encode: Callab
             while pending:
                 yield from (future.result() for future in pending.popleft())
             return
-        yield from _render_thread(chunks, render, encode, pool, render_ahead)
+        yield from _render_thread(chunks, render, encode, pool, max(1, render_ahead))
 
 
 def _render_thread(chunks, render, encode, pool: ThreadPoolExecutor, render_ahead: int) -> Iterator[dict]:
