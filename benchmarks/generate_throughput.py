@@ -149,7 +149,7 @@ def images_rendered(cfg: dict) -> int:
 
 
 def measure_kdpipe(task: str, generator: str, n: int, device: str, batch_size: int | None, workers: int | None,
-                   sets: list[str], keep: Path | None = None) -> dict:
+                   sets: list[str]) -> dict:
     """``generate(task)`` into a fresh temporary directory with progress off; time of the call, images/s.
 
     ``n`` is ``render.n`` of triplet tasks, ``pairs.n`` and ``sample.n`` of pair tasks.
@@ -177,8 +177,6 @@ def measure_kdpipe(task: str, generator: str, n: int, device: str, batch_size: i
                 break
         else:
             images = images_rendered(cfg)
-        if keep is not None:
-            shutil.copytree(root / task, keep / task, dirs_exist_ok=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "shard_bytes": shard_bytes,
