@@ -84,7 +84,8 @@ class Renderer:
         truncation_psi: ``w_avg + psi (w - w_avg)``; 1 disables truncation.
         truncation_cutoff: truncate only layers ``[0, cutoff)``; ``None`` = all layers.
         noise_mode: ``'const'`` or ``'none'`` (``'random'`` would make samples unreproducible).
-        batch_size: images per synthesis forward (does not change output on CPU).
+        batch_size: images per synthesis forward (output on CPU does not depend on it for the 32- and 64-px
+            built-ins, but does for 128 px and up: see the module docstring).
         fused_modconv: ``None`` = per-device default (:func:`kdpipe.pipeline.networks.default_fused_modconv`).
     """
 
