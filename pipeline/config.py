@@ -121,8 +121,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
     # Runtime knobs: never part of a fingerprint (see dag.NON_SEMANTIC).
     "runtime": {
         "device": Field(STR, help="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'"),
-        "batch_size": Field(INT, min=1, help="images per generator forward; output bytes do not depend on it on CPU"),
-        "encode_workers": Field(INT, min=0, max=256, help="PNG encoder threads; 0 = inline; output bytes do not depend on it"),
+        "batch_size": Field(INT, min=1, help="images per generator forward on CUDA (part of the fingerprint there); "
+                                             "CPU forwards have a fixed size, so on CPU it changes nothing"),
+        "encode_workers": Field(INT, min=0, max=256, nullable=True,
+                                help="PNG encoder threads; null = auto (1 on CPU, cores - 2 on CUDA); 0 = inline; "
+                                     "output bytes do not depend on it"),
         "progress": Field(BOOL, help="show tqdm progress bars"),
     },
 }

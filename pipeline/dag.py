@@ -3,7 +3,8 @@
 A stage (see :class:`Stage`) declares the config sections it depends on and the stages upstream of it. Its
 fingerprint is the sha256 of: stage name, output schema version, its semantic config, its upstream stages'
 fingerprints, the teacher checkpoint's sha256 and, for stages whose bytes depend on the device, the device type
-(and the batch size on CUDA, where kernels may depend on it). :data:`NON_SEMANTIC` lists what never counts.
+plus what selects its float kernels: the torch thread count on CPU, the GPU model and batch size on CUDA (CPU
+forwards have a fixed shape, see render.py). :data:`NON_SEMANTIC` lists what never counts.
 
 Same fingerprint and outputs present -> skipped. Changed -> the stage and every stage after it are cleaned
 (old outputs removed, never mixed with new ones) and redone. Sharded stages keep per-shard done records, so a
@@ -97,9 +98,12 @@ def fingerprint(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, de
     """sha256 hex of what determines ``stage``'s output (see module docstring)."""
     doc = {"stage": stage.name, "schema_version": stage.schema_version, "config": semantic_config(stage, cfg),
            "upstream": upstream, "teacher_sha256": teacher_sha256}
-    if stage.device_dependent:
+    if stage.device_dependent:  # float kernels are chosen by device, shape and threads (see render.py)
         doc["device_type"] = device.type
-        if device.type != "cpu":  # CPU output is batch-size invariant (tested); GPU kernels may not be
+        if device.type == "cpu":
+            doc["cpu_threads"] = torch.get_num_threads()  # CPU forwards have a fixed shape: batch size is free
+        else:
+            doc["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
             doc["batch_size"] = cfg["runtime"]["batch_size"]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -17,9 +17,10 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``<path>.tmp`` + fsync + ``os.replace``: readers see the old or the new file."""
+    """Write ``data`` to ``path`` via ``<path>.<pid>.tmp`` + fsync + ``os.replace``: readers see the old or the new
+    file, and processes writing the same file at once (ranks) do not collide on the temporary name."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

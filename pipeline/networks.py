@@ -287,8 +287,9 @@ def default_fused_modconv(device: torch.device, batch_size: int | None = None) -
     """Which modulated-conv form to use by default: fused (one grouped conv) or unfused (shared weights + scaling).
 
     Chosen per device only, never per batch size, so output bytes do not depend on batching: unfused on CPU
-    (about 3x faster at batch 8 for the 64-px built-in teacher: ``python benchmarks/generate_throughput.py
-    --modconv``), fused on CUDA (upstream's inference default). The two agree to ~1e-6.
+    (1.1x faster at batch 8 and 1.3x at batch 16 for the 64-px built-in teacher on 2 cores:
+    ``python benchmarks/generate_throughput.py --device cpu --modconv``), fused on CUDA (upstream's inference
+    default; not yet timed here). The two agree to ~1e-5.
     """
     return device.type != "cpu"
 

@@ -1,11 +1,12 @@
 """Batched teacher rendering and the render-ahead / encode-behind sample pipeline.
 
-Every forward runs on >= 2 samples (batch 1 takes other conv kernels, ~1e-6 off, which flips uint8 pixels), the
-modulated-conv form is chosen per device and never per batch
-(:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy covers one whole batch of
-uint8 images. On CPU the images of the 32- and 64-px built-in teachers are then identical for any batch size;
-larger ones are not (oneDNN picks conv kernels by shape: builtin:random-128 and -256 differ in a few uint8
-pixels between batch 2 and 12, and -256 also between 1 and 2 torch threads).
+Output bytes must not depend on how work is batched (resume, rank splitting, any ``--batch-size``), but conv
+and GEMM kernels are picked by tensor shape (oneDNN on CPU: builtin:random-128 differs in a few uint8 pixels
+between batches of 2 and 3). So every forward has a fixed number of rows, the last one padded by repeating its
+final row: :data:`CPU_COMPUTE_BATCH` on CPU, whatever ``runtime.batch_size`` says, and ``batch_size`` on CUDA,
+where it is therefore part of the stage fingerprint (with the device model; on CPU the torch thread count, which
+can also change kernels, is). The modulated-conv form is chosen per device, never per batch
+(:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy covers one whole batch.
 
 :func:`pipelined` overlaps the work a dataset needs (numbers: ``benchmarks/README.md``): the teacher's forward,
 PNG/JSON/NPY encoding on a pool of encoder threads, and the caller (the tar writer), which consumes finished
@@ -35,6 +36,8 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` float in [-1, 1] -> ``[N, H, W, 3]`` uint8 (NVlabs generate.py: ``x*127.5 + 128``, clamp)."""
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
+
+CPU_COMPUTE_BATCH = 16  # rows of every CPU forward (padded): fixed shapes -> fixed kernels -> batch-free bytes
 
 _ALLOCATOR_TUNED = False
 
@@ -84,8 +87,8 @@ class Renderer:
         truncation_psi: ``w_avg + psi (w - w_avg)``; 1 disables truncation.
         truncation_cutoff: truncate only layers ``[0, cutoff)``; ``None`` = all layers.
         noise_mode: ``'const'`` or ``'none'`` (``'random'`` would make samples unreproducible).
-        batch_size: images per synthesis forward (output on CPU does not depend on it for the 32- and 64-px
-            built-ins, but does for 128 px and up: see the module docstring).
+        batch_size: rows of every forward on CUDA; on CPU every forward has :data:`CPU_COMPUTE_BATCH` rows
+            (see the module docstring), so there it does not change output.
         fused_modconv: ``None`` = per-device default (:func:`kdpipe.pipeline.networks.default_fused_modconv`).
     """
 
@@ -94,21 +97,21 @@ class Renderer:
                  fused_modconv: bool | None = None):
         self.G, self.device = G, torch.device(device)
         self.truncation_psi, self.truncation_cutoff, self.noise_mode = truncation_psi, truncation_cutoff, noise_mode
-        self.batch_size = max(2, int(batch_size))
+        self.batch_size = CPU_COMPUTE_BATCH if self.device.type == "cpu" else max(2, int(batch_size))
         self.fused_modconv = default_fused_modconv(self.device) if fused_modconv is None else fused_modconv
         if self.device.type == "cpu":
             tune_host_allocator()
 
     def _forward(self, x: torch.Tensor,
                  fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, fn(x[start:start + batch_size]))`` per batch; a lone last row is padded to 2 and cut back."""
+        """``(start, fn(x[start:start + batch_size]))`` per batch; a short last batch is padded to ``batch_size``
+        rows (copies of its last row) and cut back, so every forward has the same shape and kernels."""
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start:start + self.batch_size]
-            single = chunk.shape[0] == 1
-            if single:  # batch 1 runs other kernels: pad to 2 so results never depend on batching
-                chunk = torch.cat([chunk, chunk])
-            out = fn(chunk)
-            yield start, (out[:1] if single else out)
+            rows = chunk.shape[0]
+            if rows < self.batch_size:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch_size - rows, *chunk.shape[1:])])
+            yield start, fn(chunk)[:rows]
 
     @torch.no_grad()
     def ws_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:

@@ -84,7 +84,7 @@ class PairsStage(ShardedStage):
         layers = layer_range(cfg, G.num_ws)
         stats = {"pairs.candidates": 0, "pairs.kept": 0, "pairs.no_valid_pair": 0, "pairs.source_unusable": 0}
         samples, rows = [], []
-        step = max(1, cfg["runtime"]["batch_size"] // max(2, len(pc["steps"])))
+        step = max(1, r.batch_size // max(2, len(pc["steps"])))  # candidates per forward
         for a in range(0, len(indices), step):
             chunk = list(indices[a:a + step])
             ws = r.ws_from_seeds([pc["seed"] + i for i in chunk]).cpu()

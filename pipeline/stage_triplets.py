@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, sample_seeds
-from kdpipe.pipeline.render import Renderer, pipelined
+from kdpipe.pipeline.render import Renderer, default_encode_workers, pipelined
 from kdpipe.pipeline.sharded import ShardedStage
 from kdpipe.pipeline.shards import encode_json, encode_npy, encode_png, write_shard
 
@@ -51,7 +51,7 @@ class TripletRender(ShardedStage):
         renderer = Renderer(G, ctx.device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
                             rt["batch_size"])
         layers = parse_mix(rc["mix"], G.num_ws) if rc["op"] == "style-mix" else None
-        per_forward = max(1, rt["batch_size"] // 3)  # 3 images per sample
+        per_forward = max(1, renderer.batch_size // 3)  # 3 images per sample, one forward per chunk
         chunks = [indices[a:a + per_forward] for a in range(0, len(indices), per_forward)]
         meta = {"task": cfg["task"], "op": rc["op"], "mix_layers_from_x2": layers,
                 "truncation_psi": tc["truncation_psi"], "truncation_cutoff": tc["truncation_cutoff"],
@@ -78,7 +78,8 @@ class TripletRender(ShardedStage):
 
         rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": sample_seeds(rc["seed"], i, 2)[0],
                  "seed_x2": sample_seeds(rc["seed"], i, 2)[1]} for i in indices]
-        write_shard(path, pipelined(chunks, render, encode, rt["encode_workers"]), ctx.fingerprint, rows)
+        workers = rt["encode_workers"] if rt["encode_workers"] is not None else default_encode_workers(ctx.device)
+        write_shard(path, pipelined(chunks, render, encode, workers, device=ctx.device), ctx.fingerprint, rows)
 
 
 def G_shape(G) -> tuple[int, int, int]:

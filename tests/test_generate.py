@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from kdpipe.pipeline.latents import mix_ws, parse_mix, z_from_seeds
+from kdpipe.pipeline.latents import mix_ws, parse_mix
 from kdpipe.pipeline.render import Renderer
 
 GEN = ["--generator", "builtin:random-32", "--no-progress"]

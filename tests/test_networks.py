@@ -6,7 +6,7 @@ import torch
 
 from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, z_from_seeds
 from kdpipe.pipeline.errors import ConfigError
-from kdpipe.pipeline.networks import Discriminator, Generator
+from kdpipe.pipeline.networks import Generator
 from kdpipe.pipeline.render import Renderer, to_uint8
 from kdpipe.pipeline.teachers import build_builtin
 
@@ -80,6 +80,18 @@ def test_render_is_batch_size_invariant_on_cpu(tiny_teacher):
     for o in outs[1:]:
         assert np.array_equal(o, outs[0])
     assert outs[0].shape == (7, 32, 32, 3) and outs[0].dtype == np.uint8
+
+
+def test_render_is_batch_size_invariant_for_a_wider_teacher():
+    """128 px / 64 channels: oneDNN picks kernels by shape, so forwards are padded to a fixed size on CPU."""
+    G, _ = build_builtin("random-128")
+    r = Renderer(G, torch.device("cpu"), truncation_psi=0.7)
+    seeds = list(range(5))
+    ws = r.ws_from_seeds(seeds)
+    pieces = [r.ws_from_seeds(seeds[a:b]) for a, b in ((0, 1), (1, 3), (3, 5))]
+    assert torch.equal(torch.cat(pieces), ws)
+    whole = r.images(ws)
+    assert np.array_equal(np.concatenate([r.images(p) for p in pieces]), whole)
 
 
 def test_to_uint8_matches_nvlabs():

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import dataset_bytes, run_kdpipe
 from kdpipe.pipeline.config import resolve_config
@@ -24,7 +23,7 @@ def gen(cli, out, *extra):
     return [line.split()[0] for line in res.stdout.splitlines() if line.split()[0] in ("skip", "run", "resume")]
 
 
-def test_fingerprint_ignores_runtime_knobs_only():
+def test_fingerprint_ignores_runtime_knobs_only(monkeypatch):
     """The non-semantic list is explicit and pinned: changing it must be a deliberate decision."""
     assert NON_SEMANTIC == {"runtime": ("device", "batch_size", "encode_workers", "progress")}
     import torch
@@ -41,11 +40,21 @@ def test_fingerprint_ignores_runtime_knobs_only():
         assert fingerprint(stage, changed, {}, "sha", cpu) != fp, key
     assert fingerprint(stage, cfg, {}, "other-teacher", cpu) != fp
     assert "runtime" not in semantic_config(stage, cfg)
-    # On a GPU the batch size does count (kernels may depend on it); the device type always does.
+    # What picks float kernels counts: torch threads on CPU; on a GPU its model and the batch size.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert fingerprint(stage, cfg, {}, "sha", cpu) != fp
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
     cuda = torch.device("cuda")
     assert fingerprint(stage, cfg, {}, "sha", cuda) != fp
     assert fingerprint(stage, dict(cfg, runtime=dict(cfg["runtime"], batch_size=3)), {}, "sha", cuda) != \
         fingerprint(stage, cfg, {}, "sha", cuda)
+    cuda_fp = fingerprint(stage, cfg, {}, "sha", cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    assert fingerprint(stage, cfg, {}, "sha", cuda) != cuda_fp
 
 
 def test_rerun_skips_param_change_redoes_downstream_worker_change_nothing(tmp_path, cli):
