@@ -347,7 +347,7 @@ def throughput(args, device: torch.device) -> dict:
     from kdpipe.pipeline.config import resolve_config
     from kdpipe.pipeline.errors import KdpipeError
     from kdpipe.pipeline.networks import default_fused_modconv
-    from kdpipe.pipeline.render import tune_host_allocator
+    from kdpipe.pipeline.render import Renderer, tune_host_allocator
     from kdpipe.pipeline.teachers import load_teacher
 
     if device.type == "cpu":
@@ -355,9 +355,11 @@ def throughput(args, device: torch.device) -> dict:
     cfg = resolve_config("style-mix", overrides=args.set, cli={
         "teacher": {"generator": args.generator},
         "runtime": {"device": str(device), "batch_size": args.batch_size, "encode_workers": args.workers}})
-    batch_size, psi = cfg["runtime"]["batch_size"], cfg["teacher"]["truncation_psi"]
+    psi = cfg["teacher"]["truncation_psi"]
     G = load_teacher(args.generator, device).G
     fused = default_fused_modconv(device)
+    # The rows of every forward kdpipe runs (fixed on CPU, runtime.batch_size on CUDA): bare uses the same.
+    batch_size = Renderer(G, device, batch_size=cfg["runtime"]["batch_size"]).batch_size
     tasks = ["style-mix"] + (["gender"] if args.gender else [])
     runs: dict[str, list] = {"bare": [], **{f"kdpipe {t}": [] for t in tasks}, "baseline": []}
     skipped = {}

@@ -3,9 +3,10 @@
 Output bytes must not depend on how work is batched (resume, rank splitting, any ``--batch-size``), but conv
 and GEMM kernels are picked by tensor shape (oneDNN on CPU: builtin:random-128 differs in a few uint8 pixels
 between batches of 2 and 3). So every forward has a fixed number of rows, the last one padded by repeating its
-final row: :data:`CPU_COMPUTE_BATCH` on CPU, whatever ``runtime.batch_size`` says, and ``batch_size`` on CUDA,
-where it is therefore part of the stage fingerprint (with the device model; on CPU the torch thread count, which
-can also change kernels, is). The modulated-conv form is chosen per device, never per batch
+final row: :func:`cpu_compute_batch` rows on CPU (set by the teacher's resolution), whatever
+``runtime.batch_size`` says, and ``batch_size`` rows on CUDA, where it is therefore part of the stage fingerprint
+(with the device model; on CPU the torch thread count, which can also change kernels, is). The modulated-conv
+form is chosen per device, never per batch
 (:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy covers one whole batch.
 
 :func:`pipelined` overlaps the work a dataset needs (numbers: ``benchmarks/README.md``): the teacher's forward,
@@ -37,7 +38,14 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-CPU_COMPUTE_BATCH = 16  # rows of every CPU forward (padded): fixed shapes -> fixed kernels -> batch-free bytes
+def cpu_compute_batch(resolution: int) -> int:
+    """Rows of every CPU forward for a teacher of this resolution (fixed shapes -> fixed kernels -> batch-free bytes).
+
+    About 64k output pixels per forward, 1 to 16 rows: on 2 cores the 64-px built-in is fastest at 16 rows,
+    128 px at 4-8, and 256 px at 1 (7.8 img/s at batch 1 vs 2.9 at 16, where activations no longer fit in cache).
+    """
+    return max(1, min(16, 65536 // (resolution * resolution)))
+
 
 _ALLOCATOR_TUNED = False
 
@@ -87,7 +95,7 @@ class Renderer:
         truncation_psi: ``w_avg + psi (w - w_avg)``; 1 disables truncation.
         truncation_cutoff: truncate only layers ``[0, cutoff)``; ``None`` = all layers.
         noise_mode: ``'const'`` or ``'none'`` (``'random'`` would make samples unreproducible).
-        batch_size: rows of every forward on CUDA; on CPU every forward has :data:`CPU_COMPUTE_BATCH` rows
+        batch_size: rows of every forward on CUDA; on CPU every forward has :func:`cpu_compute_batch` rows
             (see the module docstring), so there it does not change output.
         fused_modconv: ``None`` = per-device default (:func:`kdpipe.pipeline.networks.default_fused_modconv`).
     """
@@ -97,7 +105,8 @@ class Renderer:
                  fused_modconv: bool | None = None):
         self.G, self.device = G, torch.device(device)
         self.truncation_psi, self.truncation_cutoff, self.noise_mode = truncation_psi, truncation_cutoff, noise_mode
-        self.batch_size = CPU_COMPUTE_BATCH if self.device.type == "cpu" else max(2, int(batch_size))
+        self.batch_size = (cpu_compute_batch(G.img_resolution) if self.device.type == "cpu"
+                           else max(2, int(batch_size)))
         self.fused_modconv = default_fused_modconv(self.device) if fused_modconv is None else fused_modconv
         if self.device.type == "cpu":
             tune_host_allocator()
