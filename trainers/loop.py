@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from kdpipe.pipeline.errors import ConfigError
+from kdpipe.pipeline.render import tune_host_allocator
 
 from .checkpoint import capture_rng_state, checkpoint_path, restore_rng_state, save_checkpoint
 from .config import LoopConfig
@@ -89,11 +90,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE > 1`` (nccl on CUDA, gloo on CPU).
 
-    Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (set by ``torchrun``); single process otherwise.
+    Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (set by ``torchrun``); single process otherwise. On CPU it
+    also tunes glibc's allocator (:func:`kdpipe.pipeline.render.tune_host_allocator`).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local)
+    if dev.type == "cpu":  # keep freed activation memory for reuse (see kdpipe.pipeline.render)
+        tune_host_allocator()
     if world > 1 and not torch.distributed.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
