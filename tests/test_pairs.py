@@ -71,3 +71,35 @@ def test_classify_command_on_a_real_photo(tmp_path, cli):
     assert entry["face"]["probability"] > 0.9 and entry["face"]["box"] is not None
     assert entry["attributes"]["gender"]["value"] < 0.5  # p_male: Eileen Collins
     assert 15 < entry["attributes"]["age"]["value"] < 75
+
+
+class BrightnessBins:
+    """A user classifier (loaded by dotted path) with an ordinal output, to drive the `bins` (age) path."""
+
+    attributes = ("level",)
+    edges = np.array([0.25, 0.35, 0.45, 0.55, 0.65])  # 6 bins over the teacher's brightness range
+
+    def __call__(self, images):
+        from kdpipe.pipeline.classifiers import ClassifierOutput, ImageStatistics
+
+        brightness = ImageStatistics(("brightness",))(images).values["brightness"]
+        level = np.digitize(brightness, self.edges).astype(np.float32)
+        n = len(level)
+        return ClassifierOutput(values={"level": level}, confidences={"level": np.ones(n, np.float32)},
+                                valid=np.ones(n, bool))
+
+
+def test_bins_attribute_with_a_user_classifier_moves_two_bins(tmp_path, cli):
+    res = cli("generate", "--task", "age", "--out", tmp_path, *TINY,
+              "--set", "attribute.classifier=test_pairs:BrightnessBins", "--set", "attribute.name=level",
+              "--set", "attribute.min_face_probability=null", "--set", "attribute.age_bin_edges=[0,1,2,3,4,5,6]",
+              "--set", "sample.resolution=32")
+    assert res.exit_code == 0, res.output
+    manifest = pq.read_table(tmp_path / "age" / "manifest.parquet").to_pylist()
+    assert len(manifest) >= 5
+    steps = [row["tgt_level"] - row["src_level"] for row in manifest]
+    assert all(row["direction"] == "younger->older" for row in manifest)
+    assert set(steps) <= {1.0, 2.0}  # src is the lower bin; two bins apart, one where clipped at an end
+    assert steps.count(2.0) >= len(steps) / 2
+    direction = json.loads((tmp_path / "age" / "directions" / "direction.json").read_text())
+    assert direction["kind"] == "bins" and direction["steps"] == [2, -2]
