@@ -13,6 +13,15 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for tiny models: as fast, and no collapse when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher():
     """(G, D) of builtin:random-32 (untrained, deterministic)."""

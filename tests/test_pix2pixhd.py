@@ -24,13 +24,7 @@ from kdpipe.trainers.translate import translate
 LOSSES = ("loss_G_GAN", "loss_G_GAN_Feat", "loss_D_real", "loss_D_fake")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs: one intra-op thread is as fast and does not collapse when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
