@@ -95,7 +95,13 @@ def semantic_config(stage: Stage, cfg: dict) -> dict:
 
 
 def fingerprint(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> str:
-    """sha256 hex of what determines ``stage``'s output (see module docstring)."""
+    """sha256 hex of what determines ``stage``'s output (see module docstring and :func:`fingerprint_inputs`)."""
+    doc = fingerprint_inputs(stage, cfg, upstream, teacher_sha256, device)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint_inputs(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> dict:
+    """The JSON document a fingerprint hashes; kept in the stage state so a redo can say what changed."""
     doc = {"stage": stage.name, "schema_version": stage.schema_version, "config": semantic_config(stage, cfg),
            "upstream": upstream, "teacher_sha256": teacher_sha256}
     if stage.device_dependent:  # float kernels are chosen by device, shape and threads (see render.py)
@@ -105,7 +111,29 @@ def fingerprint(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, de
         else:
             doc["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
             doc["batch_size"] = cfg["runtime"]["batch_size"]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    return doc
+
+
+def describe_change(old: dict | None, new: dict) -> str:
+    """Human reason for a changed fingerprint: ``'render.n 30 -> 40; teacher_sha256 changed'`` (at most 3 items)."""
+    if not old:
+        return "config, teacher or schema changed"
+    changes = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            name = path.removeprefix("config.")
+            short = isinstance(a, (int, float, str, type(None))) and len(str(a)) + len(str(b)) < 40
+            changes.append(f"{name} {a} -> {b}" if short else f"{name} changed")
+
+    walk({k: v for k, v in old.items() if k != "upstream"}, {k: v for k, v in new.items() if k != "upstream"}, "")
+    if not changes and old.get("upstream") != new.get("upstream"):
+        changes.append("upstream changed")
+    return "; ".join(changes[:3]) + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else "") if changes \
+        else "fingerprint changed"
 
 
 def read_state(out: Path, name: str) -> dict | None:
@@ -140,20 +168,23 @@ class Decision:
     action: str
     reason: str
     fingerprint: str
+    inputs: dict = field(default_factory=dict)
 
 
 def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
     """Fingerprint every stage and decide skip / run / resume, in order (a redo upstream forces redo below)."""
     decisions, redo_below = [], False
     for stage in stages:
-        fp = fingerprint(stage, ctx.cfg, {d.stage: d.fingerprint for d in decisions}, ctx.teacher_sha256, ctx.device)
+        inputs = fingerprint_inputs(stage, ctx.cfg, {d.stage: d.fingerprint for d in decisions}, ctx.teacher_sha256,
+                                    ctx.device)
+        fp = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
         ctx.fingerprints[stage.name] = fp
         state = read_state(ctx.out, stage.name)
         ctx.current = stage.name
         if state is None:
             action, reason = "run", "never run"
         elif state.get("fingerprint") != fp:
-            action, reason = "run", "upstream changed" if redo_below else "config, teacher or schema changed"
+            action, reason = "run", "upstream changed" if redo_below else describe_change(state.get("inputs"), inputs)
         elif state.get("status") != "done":
             action, reason = "resume", state.get("detail", "interrupted")
         elif missing := [p for p in stage.outputs(ctx) if not p.exists()]:
@@ -165,7 +196,7 @@ def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
         if redo_below and action == "skip":
             action, reason = "run", "upstream changed"
         redo_below = redo_below or action == "run"
-        decisions.append(Decision(stage.name, action, reason, fp))
+        decisions.append(Decision(stage.name, action, reason, fp, inputs))
     return decisions
 
 
@@ -195,7 +226,7 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
                     if state and state.get("fingerprint") == decision.fingerprint and state.get("status") == "done":
                         continue  # another rank did it while we waited for the lock
                 write_state(ctx.out, stage.name, {"fingerprint": decision.fingerprint, "status": "running",
-                                                  "detail": "interrupted while running"})
+                                                  "detail": "interrupted while running", "inputs": decision.inputs})
                 if not stage.sharded:
                     _run_one(stage, ctx, decision)
                     continue
@@ -228,7 +259,7 @@ def _run_one(stage: Stage, ctx: Context, decision: Decision) -> None:
 
 
 def _done_state(decision: Decision, summary: dict) -> dict:
-    return {"fingerprint": decision.fingerprint, "status": "done", "summary": summary,
+    return {"fingerprint": decision.fingerprint, "status": "done", "summary": summary, "inputs": decision.inputs,
             "finished_unix": round(time.time(), 3)}
 
 

@@ -70,7 +70,7 @@ def test_second_run_skips_and_dry_run_explains(tmp_path, cli):
     assert [line.split()[0] for line in again.stdout.splitlines()[:3]] == ["skip"] * 3
     dry = cli(*args, "--dry-run", "--set", "teacher.truncation_psi=0.5")
     assert dry.exit_code == 0
-    assert "would run    render     config, teacher or schema changed" in dry.stdout
+    assert "would run    render     teacher.truncation_psi 0.7 -> 0.5" in dry.stdout
     assert "would run    manifest   upstream changed" in dry.stdout
 
 
