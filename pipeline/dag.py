@@ -29,8 +29,9 @@ import torch
 from kdpipe.pipeline.fsutil import atomic_write_bytes
 from kdpipe.pipeline.lock import exclusive, hold_run_lock
 
-# Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are.
-NON_SEMANTIC = {"runtime": ("device", "batch_size", "encode_workers", "progress")}
+# Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are; and the
+# checkpoint's path (its sha256 counts instead, so a moved or renamed checkpoint does not redo anything).
+NON_SEMANTIC = {"runtime": ("device", "batch_size", "encode_workers", "progress"), "teacher": ("generator",)}
 STATE_DIR = "stages"
 
 

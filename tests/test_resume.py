@@ -25,7 +25,8 @@ def gen(cli, out, *extra):
 
 def test_fingerprint_ignores_runtime_knobs_only(monkeypatch):
     """The non-semantic list is explicit and pinned: changing it must be a deliberate decision."""
-    assert NON_SEMANTIC == {"runtime": ("device", "batch_size", "encode_workers", "progress")}
+    assert NON_SEMANTIC == {"runtime": ("device", "batch_size", "encode_workers", "progress"),
+                            "teacher": ("generator",)}
     import torch
 
     cfg = resolve_config("style-mix")
@@ -38,7 +39,9 @@ def test_fingerprint_ignores_runtime_knobs_only(monkeypatch):
                                 ("render", "png_compress_level", 6)):
         changed = dict(cfg, **{section: dict(cfg[section], **{key: value})})
         assert fingerprint(stage, changed, {}, "sha", cpu) != fp, key
-    assert fingerprint(stage, cfg, {}, "other-teacher", cpu) != fp
+    assert fingerprint(stage, cfg, {}, "other-teacher", cpu) != fp  # the teacher counts by content...
+    moved = dict(cfg, teacher=dict(cfg["teacher"], generator="/elsewhere/same-file.pkl"))
+    assert fingerprint(stage, moved, {}, "sha", cpu) == fp  # ...not by path
     assert "runtime" not in semantic_config(stage, cfg)
     # What picks float kernels counts: torch threads on CPU; on a GPU its model and the batch size.
     threads = torch.get_num_threads()
