@@ -72,6 +72,8 @@ def render_card(cfg: dict, table: pa.Table, teacher: str, teacher_sha256: str, t
     seed_max = max((pc.max(table[c]).as_py() for c in seeds), default=None) if table.num_rows else None
     shards = sorted(set(table["shard"].to_pylist())) if "shard" in table.column_names else []
     settings = {k: v for k, v in cfg.items() if k not in ("runtime", "description", "card")}
+    # The checkpoint's local path stays private (and out of the bytes): name and sha256 identify the teacher.
+    settings["teacher"] = {k: v for k, v in settings["teacher"].items() if k != "generator"}
     task_doc_path = CARD_DIR / f"{task}.md"
     tc = cfg["teacher"]
     values = dict(
