@@ -66,7 +66,8 @@ INT, FLOAT, STR, BOOL, LIST = (int,), (float,), (str,), (bool,), (list,)
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "teacher": {
-        "generator": Field(STR, help="checkpoint path (.pkl NVlabs TF / ada / stylegan3, .pt rosinality) or builtin:NAME"),
+        "generator": Field(STR, nullable=True,
+                           help="checkpoint path (.pkl NVlabs TF / ada / stylegan3, .pt rosinality) or builtin:NAME"),
         "truncation_psi": Field(FLOAT, min=0.0, max=2.0, help="w_avg + psi (w - w_avg); seed 002's code used 0.7"),
         "truncation_cutoff": Field(INT, min=1, nullable=True, help="truncate only layers [0, cutoff); null = all"),
         "noise_mode": Field(STR, choices=("const", "none"), help="'const' = stored noise; 'random' is not reproducible"),

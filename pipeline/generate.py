@@ -35,6 +35,9 @@ def resolve_device(spec: str) -> torch.device:
 def make_context(cfg: dict, out_root: Path, log=print) -> Context:
     """Validate the device and load the teacher (so a bad ``--generator`` fails before anything is written)."""
     device = resolve_device(cfg["runtime"]["device"])
+    if not cfg["teacher"]["generator"]:
+        raise ConfigError("no teacher: pass --generator PATH (a StyleGAN2 .pkl or .pt), or --generator "
+                          "builtin:random-64 for an untrained smoke-test teacher")
     teacher = load_teacher(cfg["teacher"]["generator"], device)
     rank, world = world_from_env()
     ctx = Context(cfg=cfg, out=Path(out_root) / cfg["task"], device=device, teacher_sha256=teacher.sha256,

@@ -94,6 +94,12 @@ def test_bad_generator_gives_one_line_error_and_writes_nothing(tmp_path, cli, ma
     assert not out.exists()
 
 
+def test_a_teacher_must_be_named(tmp_path, cli):
+    res = cli("generate", "--task", "style-mix", "--out", tmp_path, "--no-progress")
+    assert res.exit_code == 2 and "no teacher: pass --generator PATH" in res.stderr
+    assert not (tmp_path / "style-mix").exists()
+
+
 def test_config_errors_name_the_field(tmp_path, cli):
     res = cli("generate", "--task", "style-mix", "--out", tmp_path, *GEN, "--set", "render.shard_size=0")
     assert res.exit_code == 2 and "render.shard_size: 0 is below the minimum 1" in res.stderr
