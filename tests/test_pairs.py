@@ -103,3 +103,24 @@ def test_bins_attribute_with_a_user_classifier_moves_two_bins(tmp_path, cli):
     assert steps.count(2.0) >= len(steps) / 2
     direction = json.loads((tmp_path / "age" / "directions" / "direction.json").read_text())
     assert direction["kind"] == "bins" and direction["steps"] == [2, -2]
+
+
+def test_pair_task_with_two_ranks_equals_one_process(tmp_path):
+    """Ranks split the classify parts, wait for each other before `directions`, then split the pair shards."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import dataset_bytes
+
+    args = ["generate", "--task", "brightness", "--generator", "builtin:random-32", "--no-progress",
+            "--set", "sample.n=300", "--set", "classify.part_size=50", "--set", "pairs.n=24",
+            "--set", "pairs.shard_size=6"]
+    subprocess.run([sys.executable, "-m", "kdpipe.cli", *args, "--out", str(tmp_path / "one")], check=True,
+                   capture_output=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "kdpipe.cli", *args, "--out", str(tmp_path / "two")],
+                              env=dict(os.environ, RANK=str(r), WORLD_SIZE="2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert dataset_bytes(tmp_path / "two" / "brightness") == dataset_bytes(tmp_path / "one" / "brightness")
