@@ -273,14 +273,14 @@ def stage_status(stages: list[Stage], ctx: Context) -> list[dict]:
         if hasattr(stage, "shard_report"):
             rep = stage.shard_report(ctx)
             if rep["done"] == rep["total"] and d.action == "skip":
-                rows.append({"stage": stage.name, "state": "done", "detail": f"{rep['done']} of {rep['total']} shards"})
+                rows.append({"stage": stage.name, "state": "done", "detail": f"{rep['done']} of {rep['total']} {stage.unit}"})
                 continue
             if state is not None and state.get("fingerprint") != d.fingerprint:
                 rows.append({"stage": stage.name, "state": "stale", "detail": d.reason})
                 continue
             bad = ", ".join(rep["problems"][:3])
             rows.append({"stage": stage.name, "state": "partial" if rep["done"] else "missing",
-                         "detail": f"{rep['done']} of {rep['total']} shards" + (f"; {bad}" if bad else "")})
+                         "detail": f"{rep['done']} of {rep['total']} {stage.unit}" + (f"; {bad}" if bad else "")})
             continue
         if d.action == "skip":
             rows.append({"stage": stage.name, "state": "done", "detail": "up to date"})

@@ -28,6 +28,7 @@ class ShardedStage:
 
     sharded = True
     device_dependent = True
+    unit = "shards"  # what `kdpipe status` calls the pieces
 
     def shard_dir(self, ctx) -> Path:
         return ctx.out / SHARD_DIR

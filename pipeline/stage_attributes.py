@@ -78,6 +78,7 @@ class ClassifyStage(ShardedStage):
     name = "classify"
     sections = ("teacher", "sample", "attribute", "classify")
     schema_version = 1
+    unit = "parts"
 
     def shard_dir(self, ctx) -> Path:
         return ctx.out / "classify"
