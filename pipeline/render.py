@@ -111,6 +111,13 @@ class Renderer:
         if self.device.type == "cpu":
             tune_host_allocator()
 
+    @classmethod
+    def from_config(cls, G: Generator, device: torch.device, cfg: dict) -> "Renderer":
+        """The renderer a resolved config asks for (``teacher`` truncation / noise, ``runtime.batch_size``)."""
+        tc = cfg["teacher"]
+        return cls(G, device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
+                   cfg["runtime"]["batch_size"])
+
     def _forward(self, x: torch.Tensor,
                  fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, fn(x[start:start + batch_size]))`` per batch; a short last batch is padded to ``batch_size``

@@ -39,9 +39,8 @@ class NotEnoughSamplesError(KdpipeError):
 
 
 def renderer_for(ctx) -> Renderer:
-    tc, rt = ctx.cfg["teacher"], ctx.cfg["runtime"]
-    return Renderer(ctx.teacher().G, ctx.device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
-                    rt["batch_size"])
+    """The stage's renderer: the context's teacher, device and config."""
+    return Renderer.from_config(ctx.teacher().G, ctx.device, ctx.cfg)
 
 
 def uint8_to_float(images: np.ndarray) -> torch.Tensor:

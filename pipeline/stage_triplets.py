@@ -48,8 +48,7 @@ class TripletRender(ShardedStage):
         cfg, teacher = ctx.cfg, ctx.teacher()
         G = teacher.G
         rc, tc, rt = cfg["render"], cfg["teacher"], cfg["runtime"]
-        renderer = Renderer(G, ctx.device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
-                            rt["batch_size"])
+        renderer = Renderer.from_config(G, ctx.device, cfg)
         layers = parse_mix(rc["mix"], G.num_ws) if rc["op"] == "style-mix" else None
         per_forward = max(1, renderer.batch_size // 3)  # 3 images per sample, one forward per chunk
         chunks = [indices[a:a + per_forward] for a in range(0, len(indices), per_forward)]
@@ -63,7 +62,8 @@ class TripletRender(ShardedStage):
             w1, w2 = ws[:, 0], ws[:, 1]
             wy = mix_ws(w1, w2, layers) if layers is not None else morph_ws(w1, w2)
             lat = torch.stack([w1, w2, wy], dim=1)  # [B, 3, num_ws, w_dim]
-            imgs = renderer.images(lat.reshape(-1, G.num_ws, lat.shape[-1])).reshape(len(chunk), 3, *G_shape(G))
+            imgs = renderer.images(lat.reshape(-1, *lat.shape[2:]))
+            imgs = imgs.reshape(len(chunk), 3, *imgs.shape[1:])  # [B, 3, H, W, C]
             lat = lat.cpu().numpy().astype(np.float32)
             progress.update(len(chunk))
             return [(i, s, imgs[j], lat[j]) for j, (i, s) in enumerate(zip(chunk, seeds))]
@@ -76,12 +76,7 @@ class TripletRender(ShardedStage):
             return {"__key__": f"{i:08d}", "x1.png": encode_png(imgs[0], level), "x2.png": encode_png(imgs[1], level),
                     "y.png": encode_png(imgs[2], level), "json": encode_json(info), "latents.npy": encode_npy(lat)}
 
-        rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": sample_seeds(rc["seed"], i, 2)[0],
-                 "seed_x2": sample_seeds(rc["seed"], i, 2)[1]} for i in indices]
+        rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": s1, "seed_x2": s2}
+                for i in indices for s1, s2 in [sample_seeds(rc["seed"], i, 2)]]
         workers = rt["encode_workers"] if rt["encode_workers"] is not None else default_encode_workers(ctx.device)
         write_shard(path, pipelined(chunks, render, encode, workers, device=ctx.device), ctx.fingerprint, rows)
-
-
-def G_shape(G) -> tuple[int, int, int]:
-    """``(H, W, C)`` of the generator's uint8 output images."""
-    return (G.img_resolution, G.img_resolution, G.img_channels)
