@@ -30,8 +30,6 @@ def _distributions(table: pa.Table) -> str:
         col = table[name]
         if name in skip or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
             continue
-        if pa.types.is_boolean(col.type):
-            continue
         mean = pc.mean(col).as_py()
         std = pc.stddev(col).as_py()
         lo, hi = pc.min(col).as_py(), pc.max(col).as_py()

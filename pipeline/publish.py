@@ -17,6 +17,7 @@ import fsspec
 import pyarrow.parquet as pq
 
 from kdpipe.pipeline.errors import DatasetError
+from kdpipe.pipeline.fsutil import file_sha256
 from kdpipe.pipeline.stage_reduce import MANIFEST, SUMS
 
 
@@ -76,7 +77,7 @@ def publish(src: Path, dest: str, log=print) -> dict:
         if digest is not None and _sha256_remote(local, str(source)) != digest:
             raise DatasetError(f"'{source}' does not match {SUMS}; run 'kdpipe verify {src}' and regenerate")
         if digest is None:
-            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+            digest = file_sha256(source)
         target = f"{root.rstrip('/')}/{name}"
         if _sha256_remote(fs, target) == digest:
             skipped += 1
