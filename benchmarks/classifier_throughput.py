@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--detect-resolution", type=int, default=None, help="MTCNN on a downsampled copy")
     args = parser.parse_args()
 
-    from kdpipe.pipeline.classifiers import build_classifier, images_to_uint8
-    from kdpipe.pipeline.faces import AgeGenderModels, FaceClassifier, _dlib_box
+    from kdpipe.pipeline.attributes.classifiers import build_classifier, images_to_uint8
+    from kdpipe.pipeline.attributes.faces import AgeGenderModels, FaceClassifier, _dlib_box
 
     images = _faces(args.resolution, args.batch).to(args.device)
     n = len(images)

@@ -190,7 +190,7 @@ def measure_baseline(generator: str, n: int, device: torch.device, truncation_ps
 
     from kdpipe.pipeline.latents import mix_ws, parse_mix, z_from_seeds
     from kdpipe.pipeline.render import to_uint8
-    from kdpipe.pipeline.teachers import load_teacher
+    from kdpipe.pipeline.teacher.load import load_teacher
 
     out = Path(tempfile.mkdtemp(prefix="kdpipe-baseline-"))
     try:
@@ -255,7 +255,7 @@ def measure_png_levels(images: dict[str, np.ndarray], levels=(0, 1, 3, 6, 9), re
     Args:
         images: name -> uint8 ``[N, H, W, 3]``.
     """
-    from kdpipe.pipeline.shards import encode_png
+    from kdpipe.pipeline.runner.shards import encode_png
 
     rows = []
     for name, batch in images.items():
@@ -345,10 +345,10 @@ def _phase(fn, *args, **kwargs) -> dict:
 def throughput(args, device: torch.device) -> dict:
     """bare / kdpipe (per task) / baseline, round-robin over ``args.repeats``; medians and ratios."""
     from kdpipe.pipeline.config import resolve_config
-    from kdpipe.pipeline.errors import KdpipeError
-    from kdpipe.pipeline.networks import default_fused_modconv
+    from kdpipe.errors import KdpipeError
+    from kdpipe.pipeline.teacher.networks import default_fused_modconv
     from kdpipe.pipeline.render import Renderer, tune_host_allocator
-    from kdpipe.pipeline.teachers import load_teacher
+    from kdpipe.pipeline.teacher.load import load_teacher
 
     if device.type == "cpu":
         tune_host_allocator()  # what kdpipe's Renderer does; done first so that every mode runs with it
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.torch_threads)
 
     from kdpipe.pipeline.generate import resolve_device
-    from kdpipe.pipeline.teachers import load_teacher
+    from kdpipe.pipeline.teacher.load import load_teacher
 
     device = resolve_device(args.device)
     result = {"machine": machine_info(device), "load_avg_start": load_average(),

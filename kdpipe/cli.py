@@ -1,6 +1,6 @@
 """The ``kdpipe`` command (typer). Commands are thin: they parse options and call one library function.
 
-Errors that are the user's to fix (:class:`kdpipe.pipeline.errors.KdpipeError`) print as one line
+Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`) print as one line
 ``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdpipe.pipeline.errors import KdpipeError
+from kdpipe.errors import KdpipeError
 
 app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -115,7 +115,7 @@ def classify(
     device: Annotated[str, typer.Option(help="Device for MTCNN: cpu, cuda.")] = "cpu",
 ):
     """Print one JSON line per image: face probability and box, each attribute's value and confidence."""
-    from kdpipe.pipeline.classifiers import build_classifier, classify_files
+    from kdpipe.pipeline.attributes.classifiers import build_classifier, classify_files
 
     face_like = {"face", "gender", "age", "face-attributes"}
     clfs = [build_classifier(c, **({"device": device} if c in face_like else {}))

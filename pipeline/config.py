@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 
 DEFAULT_STAGES_YAML = Path(__file__).resolve().parent.parent / "stages.yaml"
 

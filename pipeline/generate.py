@@ -12,11 +12,11 @@ import yaml
 
 import kdpipe
 from kdpipe.pipeline.config import resolve_config
-from kdpipe.pipeline.dag import Context, Decision, run_stages, stage_status, world_from_env
-from kdpipe.pipeline.errors import ConfigError
-from kdpipe.pipeline.fsutil import atomic_write_bytes
-from kdpipe.pipeline.tasks import build_stages
-from kdpipe.pipeline.teachers import load_teacher
+from kdpipe.pipeline.runner.dag import Context, Decision, run_stages, stage_status, world_from_env
+from kdpipe.errors import ConfigError
+from kdpipe.fsutil import atomic_write_bytes
+from kdpipe.pipeline.stages.tasks import build_stages
+from kdpipe.pipeline.teacher.load import load_teacher
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 
 MAX_SEED = 2 ** 32 - 1  # numpy RandomState accepts seeds in [0, 2**32)
 

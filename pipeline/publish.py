@@ -16,9 +16,9 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 
-from kdpipe.pipeline.errors import DatasetError
-from kdpipe.pipeline.fsutil import file_sha256
-from kdpipe.pipeline.stage_reduce import MANIFEST, SUMS
+from kdpipe.errors import DatasetError
+from kdpipe.fsutil import file_sha256
+from kdpipe.pipeline.stages.reduce import MANIFEST, SUMS
 
 
 def _fs(url: str):

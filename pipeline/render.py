@@ -7,7 +7,7 @@ final row: :func:`cpu_compute_batch` rows on CPU (set by the teacher's resolutio
 ``runtime.batch_size`` says, and ``batch_size`` rows on CUDA, where it is therefore part of the stage fingerprint
 (with the device model; on CPU the torch thread count, which can also change kernels, is). The modulated-conv
 form is chosen per device, never per batch
-(:func:`kdpipe.pipeline.networks.default_fused_modconv`), and each device->host copy covers one whole batch.
+(:func:`kdpipe.pipeline.teacher.networks.default_fused_modconv`), and each device->host copy covers one whole batch.
 
 :func:`pipelined` overlaps the work a dataset needs (numbers: ``benchmarks/README.md``): the teacher's forward,
 PNG/JSON/NPY encoding on a pool of encoder threads, and the caller (the tar writer), which consumes finished
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from kdpipe.pipeline.latents import z_from_seeds
-from kdpipe.pipeline.networks import Generator, default_fused_modconv
+from kdpipe.pipeline.teacher.networks import Generator, default_fused_modconv
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ class Renderer:
         noise_mode: ``'const'`` or ``'none'`` (``'random'`` would make samples unreproducible).
         batch_size: rows of every forward on CUDA; on CPU every forward has :func:`cpu_compute_batch` rows
             (see the module docstring), so there it does not change output.
-        fused_modconv: ``None`` = per-device default (:func:`kdpipe.pipeline.networks.default_fused_modconv`).
+        fused_modconv: ``None`` = per-device default (:func:`kdpipe.pipeline.teacher.networks.default_fused_modconv`).
     """
 
     def __init__(self, G: Generator, device: torch.device, truncation_psi: float = 0.7,

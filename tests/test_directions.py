@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kdpipe.pipeline.directions import (
+from kdpipe.pipeline.attributes.directions import (
     METHODS,
     Direction,
     DirectionError,

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, z_from_seeds
-from kdpipe.pipeline.errors import ConfigError
-from kdpipe.pipeline.networks import Generator
+from kdpipe.errors import ConfigError
+from kdpipe.pipeline.teacher.networks import Generator
 from kdpipe.pipeline.render import Renderer, to_uint8
-from kdpipe.pipeline.teachers import build_builtin
+from kdpipe.pipeline.teacher.load import build_builtin
 
 # G.synthesis(G.mapping(z(seed 0), psi=0.7)) of builtin:random-32, pixels [0, :, 10:13, 10:13] (pinned 2026-11).
 GOLDEN_SLICE = [0.014723, 0.154098, 0.116741, -0.303506, -0.292349, 0.077417, -0.174396, -0.401169, -0.106334,

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.ops import bias_act, modulated_conv2d, setup_filter, upsample2d
+from kdpipe.pipeline.teacher.ops import bias_act, modulated_conv2d, setup_filter, upsample2d
 
 
 def naive_modconv(x, weight, styles, demodulate=True):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from kdpipe.pipeline.stage_pairs import choose_pair
+from kdpipe.pipeline.stages.pairs import choose_pair
 
 TINY = ["--generator", "builtin:random-32", "--no-progress", "--set", "sample.n=600", "--set", "pairs.n=30",
         "--set", "pairs.shard_size=10", "--set", "classify.part_size=100"]
@@ -80,7 +80,7 @@ class BrightnessBins:
     edges = np.array([0.25, 0.35, 0.45, 0.55, 0.65])  # 6 bins over the teacher's brightness range
 
     def __call__(self, images):
-        from kdpipe.pipeline.classifiers import ClassifierOutput, ImageStatistics
+        from kdpipe.pipeline.attributes.classifiers import ClassifierOutput, ImageStatistics
 
         brightness = ImageStatistics(("brightness",))(images).values["brightness"]
         level = np.digitize(brightness, self.edges).astype(np.float32)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from _p2p_fixtures import colour_edit, make_pair_shards, make_triplet_shards, p2p_overrides, smooth_image
-from kdpipe.pipeline.errors import CheckpointError, ConfigError, DatasetError
-from kdpipe.trainers.checkpoint import TrainCheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
-from kdpipe.trainers.loop import read_metrics
+from kdpipe.errors import CheckpointError, ConfigError, DatasetError
+from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from kdpipe.trainers.core.loop import read_metrics
 from kdpipe.trainers.pix2pixhd import build_discriminator, build_generator, run
 from kdpipe.trainers.pix2pixhd.losses import VGG19_ENV, VGGLoss
 from kdpipe.trainers.pix2pixhd.train import lr_at

@@ -10,8 +10,8 @@ import time
 
 from conftest import dataset_bytes, run_kdpipe
 from kdpipe.pipeline.config import resolve_config
-from kdpipe.pipeline.dag import NON_SEMANTIC, fingerprint, semantic_config
-from kdpipe.pipeline.stage_triplets import TripletRender
+from kdpipe.pipeline.runner.dag import NON_SEMANTIC, fingerprint, semantic_config
+from kdpipe.pipeline.stages.triplets import TripletRender
 
 BASE = ["generate", "--task", "style-mix", "--generator", "builtin:random-32", "--no-progress",
         "--set", "render.shard_size=4"]

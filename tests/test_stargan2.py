@@ -13,10 +13,10 @@ import PIL.Image
 import pytest
 import torch
 
-from kdpipe.pipeline.errors import ConfigError, DatasetError, KdpipeError
-from kdpipe.pipeline.teachers import load_teacher
-from kdpipe.trainers.checkpoint import latest_checkpoint, load_checkpoint
-from kdpipe.trainers.config import load_config
+from kdpipe.errors import ConfigError, DatasetError, KdpipeError
+from kdpipe.pipeline.teacher.load import load_teacher
+from kdpipe.trainers.core.checkpoint import latest_checkpoint, load_checkpoint
+from kdpipe.trainers.core.config import load_config
 from kdpipe.trainers.stargan2 import losses_kd as L
 from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig
 from kdpipe.trainers.stargan2.data import DomainFolder, DomainFolderError, triplet_indices

@@ -14,12 +14,12 @@ import torch
 import webdataset as wds
 
 from _p2p_fixtures import make_pair_shards, make_triplet_shards
-from kdpipe.pipeline.errors import ConfigError, DatasetError
-from kdpipe.trainers.checkpoint import (TrainCheckpointError, capture_rng_state, checkpoint_path, latest_checkpoint,
+from kdpipe.errors import ConfigError, DatasetError
+from kdpipe.trainers.core.checkpoint import (TrainCheckpointError, capture_rng_state, checkpoint_path, latest_checkpoint,
                                         list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint)
-from kdpipe.trainers.config import (DataConfig, LoopConfig, config_diff, load_config, parse_overrides)
-from kdpipe.trainers.data import (DataPosition, batch_iterator, inspect_dataset, resolve_shards, sample_stream)
-from kdpipe.trainers.loop import EMA, MetricsWriter, autocast, read_metrics, save_image_grid
+from kdpipe.trainers.core.config import (DataConfig, LoopConfig, config_diff, load_config, parse_overrides)
+from kdpipe.trainers.core.data import (DataPosition, batch_iterator, inspect_dataset, resolve_shards, sample_stream)
+from kdpipe.trainers.core.loop import EMA, MetricsWriter, autocast, read_metrics, save_image_grid
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from kdpipe.pipeline.errors import KdpipeError
+from kdpipe.errors import KdpipeError
 
 train_app = typer.Typer(help="Train a student on kdpipe shards.", no_args_is_help=True, add_completion=False)
 
@@ -73,7 +73,7 @@ def pix2pixhd_command(
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint file.")] = None,
 ) -> None:
     """Train pix2pixHD (Wang et al. 2018) on pair shards (src->tgt) or triplet shards (x1+x2 -> y)."""
-    from .config import parse_overrides
+    from kdpipe.trainers.core.config import parse_overrides
     from .pix2pixhd.train import run
 
     with one_line_errors():

@@ -15,11 +15,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.errors import DatasetError, KdpipeError
+from kdpipe.errors import DatasetError, KdpipeError
 
-from .checkpoint import TrainCheckpointError, load_checkpoint
-from .data import read_image_file, to_float
-from .loop import resolve_device, to_uint8
+from kdpipe.trainers.core.checkpoint import TrainCheckpointError, load_checkpoint
+from kdpipe.trainers.core.data import read_image_file, to_float
+from kdpipe.trainers.core.loop import resolve_device, to_uint8
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdpipe.pipeline.errors import CheckpointError
+from kdpipe.errors import CheckpointError
 
 VGG19_ENV = "KDPIPE_VGG19"
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1

@@ -17,13 +17,13 @@ from typing import Any, Mapping
 
 import torch
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 
-from ..checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from ..config import (RESUME_MAY_CHANGE, DataConfig, LoopConfig, config_diff, config_to_dict, flatten, load_config,
+from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
+from kdpipe.trainers.core.config import (RESUME_MAY_CHANGE, DataConfig, LoopConfig, config_diff, config_to_dict, flatten, load_config,
                       merge, save_config)
-from ..data import DatasetInfo, batch_iterator, inspect_dataset
-from ..loop import (EMA, DistInfo, FitResult, autocast, fit, make_grad_scaler, run_distributed, seed_everything,
+from kdpipe.trainers.core.data import DatasetInfo, batch_iterator, inspect_dataset
+from kdpipe.trainers.core.loop import (EMA, DistInfo, FitResult, autocast, fit, make_grad_scaler, run_distributed, seed_everything,
                     unwrap, wrap_ddp)
 from .losses import build_vgg_loss, feature_matching_loss, gan_loss
 from .networks import build_discriminator, build_generator, downsample_factor
@@ -103,7 +103,7 @@ def lr_at(step: int, lr: float, steps: int, decay_steps: int | None) -> float:
 
 
 class Pix2PixHDTrainer:
-    """The pix2pixHD student as a :class:`kdpipe.trainers.loop.Trainer`.
+    """The pix2pixHD student as a :class:`kdpipe.trainers.core.loop.Trainer`.
 
     Batches: ``input`` [B, 3|6, H, W], ``target`` [B, 3, H, W], float in [-1, 1].
     """

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 from kdpipe.trainers.cli_train import one_line_errors
-from kdpipe.trainers.config import parse_overrides
+from kdpipe.trainers.core.config import parse_overrides
 from kdpipe.trainers.stargan2.config import ABLATIONS
 
 app = typer.Typer(help="StarGANv2 student: KD from a StyleGAN2 teacher, then finetuning.", no_args_is_help=True,

@@ -1,6 +1,6 @@
 """Config dataclasses of the two StarGANv2 stages, and run set-up (fresh start or exact resume).
 
-Sections are checked in ``__post_init__`` and built by :func:`kdpipe.trainers.config.load_config` (defaults <
+Sections are checked in ``__post_init__`` and built by :func:`kdpipe.trainers.core.config.load_config` (defaults <
 stage defaults < YAML file < dotted CLI overrides). Defaults are the papers': seed 000 Eq. 1-5 and appendix A.4
 for the KD stage, StarGANv2 (clovaai/stargan-v2 ``main.py``, AFHQ setting) for finetuning.
 """
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from kdpipe.pipeline.errors import ConfigError
-from kdpipe.trainers.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from kdpipe.trainers.config import (RESUME_MAY_CHANGE, LoopConfig, config_diff, config_to_dict, flatten, load_config,
+from kdpipe.errors import ConfigError
+from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
+from kdpipe.trainers.core.config import (RESUME_MAY_CHANGE, LoopConfig, config_diff, config_to_dict, flatten, load_config,
                                     save_config, section_field)
 
 

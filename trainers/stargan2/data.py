@@ -6,7 +6,7 @@ Every batch is a pure function of the seed and its position, so a resumed run se
   teacher seeds ``base_seed + 2i`` (content, x1) and ``base_seed + 2i + 1`` (style, x2), z from the NVlabs
   seed convention (:func:`kdpipe.pipeline.latents.z_from_seeds`) -- the pipeline's style-mix shards use the same
   rule, so online triplets equal the shards' for the same base seed;
-* shard triplets: :class:`kdpipe.trainers.data.ShardBatches` order (seeded shard permutation + shuffle buffer),
+* shard triplets: :class:`kdpipe.trainers.core.data.ShardBatches` order (seeded shard permutation + shuffle buffer),
   with the latents kept and no flips (a flip would no longer match the latents);
 * domain folders: step ``k`` of rank ``r`` draws from ``numpy.random.default_rng([seed, k, r])``.
 
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.errors import DatasetError
+from kdpipe.errors import DatasetError
 from kdpipe.pipeline.latents import mix_ws, sample_seeds, z_from_seeds
-from kdpipe.trainers.config import DataConfig
-from kdpipe.trainers.data import (TRIPLET_KEYS, DataPosition, ShardBatches, batch_iterator, decode_image,
+from kdpipe.trainers.core.config import DataConfig
+from kdpipe.trainers.core.data import (TRIPLET_KEYS, DataPosition, ShardBatches, batch_iterator, decode_image,
                                   inspect_dataset, to_float)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -102,7 +102,7 @@ def online_triplets(G, index: torch.Tensor, base_seed: int, truncation_psi: floa
     """Generate triplets ``index`` with the teacher (seed 000 Sec. 3.1, footnote 2: online per minibatch).
 
     Args:
-        G: teacher :class:`kdpipe.pipeline.networks.Generator` (frozen).
+        G: teacher :class:`kdpipe.pipeline.teacher.networks.Generator` (frozen).
         index: triplet indices ``[N]`` int64 (see :func:`triplet_indices`).
         mix_layers: layers taken from w2 (:func:`kdpipe.pipeline.latents.parse_mix`).
         identity: the KD* ablation (x1, x1, x1).
@@ -165,7 +165,7 @@ def shard_batches(path: str, batch_size: int, seed: int, num_workers: int = 0, s
                   world_size: int = 1) -> Iterator[tuple[dict[str, Any], DataPosition]]:
     """Endless ``(batch, position_after_batch)`` of style-mix shard triplets (see :class:`TripletShardBatches`).
 
-    Same order and resume rule as :func:`kdpipe.trainers.data.batch_iterator`. Raises :class:`DatasetError`
+    Same order and resume rule as :func:`kdpipe.trainers.core.data.batch_iterator`. Raises :class:`DatasetError`
     (one line) for a missing/empty dataset, pair shards, or samples without latents.
     """
     info = inspect_dataset(path, kind="triplet")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 
 NET_NAMES = ("generator", "mapping_network", "style_encoder", "discriminator")
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from kdpipe.pipeline.errors import ConfigError
-from kdpipe.trainers.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from kdpipe.trainers.loop import EMA, DistInfo, FitResult, autocast, fit, seed_everything
+from kdpipe.errors import ConfigError
+from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
+from kdpipe.trainers.core.loop import EMA, DistInfo, FitResult, autocast, fit, seed_everything
 from kdpipe.trainers.stargan2.config import FT_DEFAULTS, FTConfig, config_dict, setup_run, write_config
 from kdpipe.trainers.stargan2.data import DomainFolder, folder_batches
 from kdpipe.trainers.stargan2.losses_ft import FinetuneWeights, compute_d_loss, compute_g_loss
 from kdpipe.trainers.stargan2.networks import NET_NAMES, build_nets, load_expanding_domains
 from kdpipe.trainers.stargan2.train_kd import TRAINER as KD_TRAINER
-from kdpipe.trainers.loop import run_distributed
+from kdpipe.trainers.core.loop import run_distributed
 from kdpipe.trainers.stargan2.train_kd import grad_all_reduce
 
 TRAINER = "stargan2"
@@ -64,7 +64,7 @@ def model_kwargs(cfg: FTConfig, num_domains: int) -> dict[str, Any]:
 
 
 class FinetuneTrainer:
-    """StarGANv2 finetuning (a :class:`kdpipe.trainers.loop.Trainer`).
+    """StarGANv2 finetuning (a :class:`kdpipe.trainers.core.loop.Trainer`).
 
     Args:
         cfg: resolved :class:`FTConfig` (``model`` must match the init checkpoint's).

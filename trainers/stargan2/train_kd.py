@@ -6,7 +6,7 @@ features of y's latents; then D_S takes one Adam step on Eq. 4 (real = y, fake =
 student (E_S, E_R and/or the mapping network, G_S, the hint adaptors) one Adam step on Eq. 5 with lambda_adv and
 lambda_kdl. Only one domain is learnt (the teacher is unconditional): y = 0 everywhere.
 
-The loop, checkpoints, metrics and grids are :func:`kdpipe.trainers.loop.fit`'s.
+The loop, checkpoints, metrics and grids are :func:`kdpipe.trainers.core.loop.fit`'s.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdpipe.pipeline.errors import CheckpointError, ConfigError
+from kdpipe.errors import CheckpointError, ConfigError
 from kdpipe.pipeline.latents import parse_mix
-from kdpipe.pipeline.teachers import Teacher, load_teacher
-from kdpipe.trainers.loop import (DistInfo, FitResult, autocast, fit, run_distributed, seed_everything)
+from kdpipe.pipeline.teacher.load import Teacher, load_teacher
+from kdpipe.trainers.core.loop import (DistInfo, FitResult, autocast, fit, run_distributed, seed_everything)
 from kdpipe.trainers.stargan2 import losses_kd as L
 from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig, config_dict, setup_run, write_config
 from kdpipe.trainers.stargan2.data import (TeacherTriplets, online_batches, online_triplets, resize_to,
@@ -59,7 +59,7 @@ def grad_all_reduce(params, dist: DistInfo) -> None:
 
 
 class KDTrainer:
-    """Seed 000 KD for StarGANv2 (a :class:`kdpipe.trainers.loop.Trainer`).
+    """Seed 000 KD for StarGANv2 (a :class:`kdpipe.trainers.core.loop.Trainer`).
 
     Args:
         cfg: resolved :class:`KDConfig`.

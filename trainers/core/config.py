@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Getting a teacher: a user's checkpoint (three official formats) or a built-in tiny untrained one.
 
 ``load_teacher('builtin:random-64')`` builds a deterministic, *untrained* StyleGAN2 for tests and smoke
-runs; anything else is a path loaded by :mod:`kdpipe.pipeline.checkpoints` (never executes file content).
+runs; anything else is a path loaded by :mod:`kdpipe.pipeline.teacher.formats.checkpoints` (never executes file content).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from kdpipe.pipeline.errors import CheckpointError
-from kdpipe.pipeline.networks import Discriminator, Generator
+from kdpipe.errors import CheckpointError
+from kdpipe.pipeline.teacher.networks import Discriminator, Generator
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -106,7 +106,7 @@ def load_teacher(spec: str, device: str | torch.device = "cpu") -> Teacher:
         G, D = build_builtin(name)
         info = {"note": "UNTRAINED built-in teacher for tests and smoke runs; its images are not faces"}
         return Teacher(G.to(device), D.to(device), spec, _params_sha256(G, D), "builtin", info)
-    from kdpipe.pipeline.checkpoints import build_networks, load_checkpoint
+    from kdpipe.pipeline.teacher.formats.checkpoints import build_networks, load_checkpoint
 
     path = Path(spec)
     loaded = load_checkpoint(path)

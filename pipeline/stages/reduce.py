@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kdpipe.pipeline.card import render_card
-from kdpipe.pipeline.errors import DatasetError
-from kdpipe.pipeline.fsutil import atomic_write_bytes, file_sha256
-from kdpipe.pipeline.shards import SHARD_DIR, list_shards, read_record
+from kdpipe.errors import DatasetError
+from kdpipe.fsutil import atomic_write_bytes, file_sha256
+from kdpipe.pipeline.runner.shards import SHARD_DIR, list_shards, read_record
 
 MANIFEST = "manifest.parquet"
 CARD = "README.md"

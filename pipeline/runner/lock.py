@@ -8,7 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from kdpipe.pipeline.errors import KdpipeError
+from kdpipe.errors import KdpipeError
 
 
 class LockedError(KdpipeError):

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.convert_tf import _noise_keys, block_resolutions, nv_channels, nv_resample_filter
-from kdpipe.pipeline.errors import CheckpointError
+from kdpipe.pipeline.teacher.formats.convert_tf import _noise_keys, block_resolutions, nv_channels, nv_resample_filter
+from kdpipe.errors import CheckpointError
 
 ROSINALITY_LR_MLP = 0.01  # rosinality Generator(lr_mlp=0.01) default; not stored in checkpoints
 _ROSI_KERNEL_X4 = nv_resample_filter() * 4  # rosinality Blur(upsample_factor=2) / Upsample kernel: outer/64 * 4

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdpipe.pipeline.errors import CheckpointError
+from kdpipe.errors import CheckpointError
 
 FORMAT = "kdpipe-train"
 VERSION = 1

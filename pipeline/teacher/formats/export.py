@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdpipe.pipeline.convert_rosinality import nv_discriminator_to_rosinality, nv_generator_to_rosinality
-from kdpipe.pipeline.convert_tf import nv_discriminator_to_tf, nv_generator_to_tf
-from kdpipe.pipeline.errors import CheckpointError
-from kdpipe.pipeline.safe_pickle import _np_multiarray
+from kdpipe.pipeline.teacher.formats.convert_rosinality import nv_discriminator_to_rosinality, nv_generator_to_rosinality
+from kdpipe.pipeline.teacher.formats.convert_tf import nv_discriminator_to_tf, nv_generator_to_tf
+from kdpipe.errors import CheckpointError
+from kdpipe.pipeline.teacher.formats.safe_pickle import _np_multiarray
 
-PLACEHOLDER_SRC = ("# Written by kdpipe.pipeline.export: the original network source is not embedded.\n"
+PLACEHOLDER_SRC = ("# Written by kdpipe.pipeline.teacher.formats.export: the original network source is not embedded.\n"
                    "# kdpipe reads these weights without executing any code from the file.\n")
 _PERSISTENCE_VERSION = 6  # torch_utils/persistence.py _version in stylegan2-ada-pytorch and stylegan3
 

@@ -2,7 +2,7 @@
 
 Class names, constructor arguments and ``state_dict`` keys/shapes mirror NVlabs stylegan2-ada-pytorch
 ``training/networks.py`` (identical to stylegan3 ``training/networks_stylegan2.py``), so official
-weights load with ``load_state_dict`` after the format conversion in ``kdpipe.pipeline.checkpoints``.
+weights load with ``load_state_dict`` after the format conversion in ``kdpipe.pipeline.teacher.formats.checkpoints``.
 Differences from upstream, on purpose:
 
 * no custom CUDA ops, no ``persistence`` decorator, no ``exec`` of anything;
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdpipe.pipeline.ops import (bias_act, conv2d_resample, modulated_conv2d, normalize_2nd_moment, setup_filter,
+from kdpipe.pipeline.teacher.ops import (bias_act, conv2d_resample, modulated_conv2d, normalize_2nd_moment, setup_filter,
                                  upsample2d)
 
 NOISE_MODES = ("const", "random", "none")

@@ -26,8 +26,8 @@ from typing import Callable, Protocol
 
 import torch
 
-from kdpipe.pipeline.fsutil import atomic_write_bytes
-from kdpipe.pipeline.lock import exclusive, hold_run_lock
+from kdpipe.fsutil import atomic_write_bytes
+from kdpipe.pipeline.runner.lock import exclusive, hold_run_lock
 
 # Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are; and the
 # checkpoint's path (its sha256 counts instead, so a moved or renamed checkpoint does not redo anything).

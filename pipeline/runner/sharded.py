@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kdpipe.pipeline.shards import SHARD_DIR, read_record, shard_name, shard_state
+from kdpipe.pipeline.runner.shards import SHARD_DIR, read_record, shard_name, shard_state
 
 
 def shard_ranges(n: int, shard_size: int) -> list[range]:

@@ -16,7 +16,7 @@ fixed allow-list (reference doc ``stylegan2-checkpoint-formats.md`` section 2, "
   as a string and never executed), ``dnnlib.util.EasyDict`` -> :class:`EasyDictStub`.
 
 Anything else (``builtins.eval``, ``posix.system``, ``subprocess.Popen``, ``torch.nn.Linear``, any unknown class)
-raises :class:`~kdpipe.pipeline.errors.CheckpointError` naming the ``module.name`` the file asked for, before
+raises :class:`~kdpipe.errors.CheckpointError` naming the ``module.name`` the file asked for, before
 anything is called. Pickle can only call what ``find_class`` returned, so the allow-list bounds every call the
 file can make; after loading, :func:`check_loaded_types` walks the result once more (defence in depth).
 """
@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from kdpipe.pipeline.errors import CheckpointError
+from kdpipe.errors import CheckpointError
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray

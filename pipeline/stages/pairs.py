@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdpipe.pipeline.attributes import classify_images, labels, make_classifier, usable
-from kdpipe.pipeline.errors import ConfigError
-from kdpipe.pipeline.sharded import ShardedStage
-from kdpipe.pipeline.shards import encode_json, encode_npy, encode_png, write_shard
-from kdpipe.pipeline.stage_attributes import layer_range, renderer_for, uint8_to_float
+from kdpipe.pipeline.attributes.labels import classify_images, labels, make_classifier, usable
+from kdpipe.errors import ConfigError
+from kdpipe.pipeline.runner.sharded import ShardedStage
+from kdpipe.pipeline.runner.shards import encode_json, encode_npy, encode_png, write_shard
+from kdpipe.pipeline.stages.attributes import layer_range, renderer_for, uint8_to_float
 
 
 def choose_pair(lab: np.ndarray, conf: np.ndarray, ok: np.ndarray, steps: list[float], min_conf: float):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdpipe.pipeline.errors import CheckpointError
+from kdpipe.errors import CheckpointError
 
 FIR_TAPS = [1, 3, 3, 1]
 

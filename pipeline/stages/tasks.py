@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kdpipe.pipeline.errors import ConfigError
-from kdpipe.pipeline.stage_attributes import ClassifyStage, DirectionsStage, SampleStage
-from kdpipe.pipeline.stage_pairs import PairsStage
-from kdpipe.pipeline.stage_reduce import CardStage, ManifestStage
-from kdpipe.pipeline.stage_triplets import TripletRender
+from kdpipe.errors import ConfigError
+from kdpipe.pipeline.stages.attributes import ClassifyStage, DirectionsStage, SampleStage
+from kdpipe.pipeline.stages.pairs import PairsStage
+from kdpipe.pipeline.stages.reduce import CardStage, ManifestStage
+from kdpipe.pipeline.stages.triplets import TripletRender
 
 STAGES = {
     "render": TripletRender,

@@ -22,8 +22,8 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from kdpipe.pipeline.errors import DatasetError
-from kdpipe.pipeline.fsutil import atomic_write_bytes, file_sha256
+from kdpipe.errors import DatasetError
+from kdpipe.fsutil import atomic_write_bytes, file_sha256
 
 SHARD_DIR = "shards"
 DONE_DIR = ".done"

@@ -5,8 +5,8 @@
 * ``classify``: renders each seed (the same uint8 image that would be stored), classifies it at
   ``sample.resolution``; resumable parquet parts ``classify/part-NNNNNN.parquet`` (one row per sample: index,
   seed, valid, face probability and box, each attribute's value and confidence).
-* ``directions``: labels from :mod:`kdpipe.pipeline.attributes`, then a direction in W
-  (:func:`kdpipe.pipeline.directions.find_direction`: mean-diff = seed 002, logreg, svm = InterFaceGAN),
+* ``directions``: labels from :mod:`kdpipe.pipeline.attributes.labels`, then a direction in W
+  (:func:`kdpipe.pipeline.attributes.directions.find_direction`: mean-diff = seed 002, logreg, svm = InterFaceGAN),
   optionally made orthogonal to other attributes' directions (InterFaceGAN conditional manipulation), or per-bin
   "+k / -k bins" vectors for ``bins`` attributes (seed 002 age). Saved to ``directions/direction.json`` with the
   fingerprints of its inputs. Stops with the counts when too few samples pass the face filter.
@@ -22,13 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from kdpipe.pipeline.attributes import classify_images, continuous_thresholds, labels, make_classifier, usable
-from kdpipe.pipeline.directions import age_bin_directions, find_direction, project_out
-from kdpipe.pipeline.errors import ConfigError, KdpipeError
-from kdpipe.pipeline.fsutil import atomic_write_bytes
+from kdpipe.pipeline.attributes.labels import classify_images, continuous_thresholds, labels, make_classifier, usable
+from kdpipe.pipeline.attributes.directions import age_bin_directions, find_direction, project_out
+from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.fsutil import atomic_write_bytes
 from kdpipe.pipeline.render import Renderer
-from kdpipe.pipeline.sharded import ShardedStage
-from kdpipe.pipeline.shards import encode_npy, record_done
+from kdpipe.pipeline.runner.sharded import ShardedStage
+from kdpipe.pipeline.runner.shards import encode_npy, record_done
 
 
 CLASSIFY_BLOCK = 16  # images per classifier call in `classify`, aligned to the part start

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.classifiers import build_classifier
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.pipeline.attributes.classifiers import build_classifier
+from kdpipe.errors import ConfigError
 
 FACE_CLASSIFIERS = ("face", "gender", "age", "face-attributes")
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdpipe.pipeline.errors import ConfigError
+from kdpipe.errors import ConfigError
 from kdpipe.pipeline.render import tune_host_allocator
 
 from .checkpoint import capture_rng_state, checkpoint_path, restore_rng_state, save_checkpoint

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import KdpipeError
+from kdpipe.errors import KdpipeError
 
 __all__ = [
     "METHODS",

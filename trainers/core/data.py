@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from kdpipe.pipeline.errors import DatasetError, KdpipeError
+from kdpipe.errors import DatasetError, KdpipeError
 
 from .config import DataConfig
 

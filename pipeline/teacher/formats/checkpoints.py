@@ -4,20 +4,20 @@
 kdpipe's canonical form: stylegan2-ada-pytorch ``Generator`` kwargs (flat synthesis kwargs, as stylegan3's
 ``networks_stylegan2.Generator(..., mapping_kwargs={}, **synthesis_kwargs)``) and an NV-style ``state_dict``
 for ``G_ema`` (and ``D`` when present). :func:`build_networks` turns that into
-:mod:`kdpipe.pipeline.networks` modules.
+:mod:`kdpipe.pipeline.teacher.networks` modules.
 
 =================  =========================================  =================================================
 format             how it is recognised                      how it is read
 =================  =========================================  =================================================
-``nvlabs-tf``      pickle -> tuple of 3 ``dnnlib.tflib.       :mod:`~kdpipe.pipeline.safe_pickle`, then
-                   network.Network`` (G, D, Gs), or one        :mod:`~kdpipe.pipeline.convert_tf` (matches ada
+``nvlabs-tf``      pickle -> tuple of 3 ``dnnlib.tflib.       :mod:`~kdpipe.pipeline.teacher.formats.safe_pickle`, then
+                   network.Network`` (G, D, Gs), or one        :mod:`~kdpipe.pipeline.teacher.formats.convert_tf` (matches ada
                    Network                                     ``legacy.convert_tf_generator``); ``Gs`` is G_ema
-``nvlabs-pytorch`` pickle -> dict with ``G_ema`` persistent    :mod:`~kdpipe.pipeline.safe_pickle`; state_dict
+``nvlabs-pytorch`` pickle -> dict with ``G_ema`` persistent    :mod:`~kdpipe.pipeline.teacher.formats.safe_pickle`; state_dict
                    object (stylegan2-ada-pytorch, stylegan3    rebuilt from ``_parameters``/``_buffers``/
                    ``--cfg=stylegan2``)                        ``_modules`` like ``nn.Module.state_dict``
 ``rosinality``     torch zip (or legacy torch.save) -> dict    ``torch.load(weights_only=True)`` (argparse
                    with ``g_ema``, or a bare ``g_ema``          ``Namespace`` allow-listed for train.py files),
-                   state_dict                                  then :mod:`~kdpipe.pipeline.convert_rosinality`
+                   state_dict                                  then :mod:`~kdpipe.pipeline.teacher.formats.convert_rosinality`
 =================  =========================================  =================================================
 
 Reference: ``../shared/reference/stylegan2-checkpoint-formats.md`` (sections 1-3).
@@ -36,11 +36,11 @@ from typing import Any
 
 import torch
 
-from kdpipe.pipeline.convert_rosinality import rosinality_to_nv_discriminator, rosinality_to_nv_generator
-from kdpipe.pipeline.convert_tf import tf_to_nv_discriminator, tf_to_nv_generator
-from kdpipe.pipeline.fsutil import file_sha256
-from kdpipe.pipeline.errors import CheckpointError
-from kdpipe.pipeline.safe_pickle import PersistentObject, TFNetworkStub, safe_load
+from kdpipe.pipeline.teacher.formats.convert_rosinality import rosinality_to_nv_discriminator, rosinality_to_nv_generator
+from kdpipe.pipeline.teacher.formats.convert_tf import tf_to_nv_discriminator, tf_to_nv_generator
+from kdpipe.fsutil import file_sha256
+from kdpipe.errors import CheckpointError
+from kdpipe.pipeline.teacher.formats.safe_pickle import PersistentObject, TFNetworkStub, safe_load
 
 FORMATS = ("nvlabs-tf", "nvlabs-pytorch", "rosinality")
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch.save magic number (pre-zip format)
@@ -359,7 +359,7 @@ def _from_nv_pytorch(data: dict, path: Path) -> LoadedTeacher:
 # ---------------------------------------------------------------------------------------------- networks
 
 def build_networks(loaded: LoadedTeacher) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """Build :mod:`kdpipe.pipeline.networks` ``Generator`` (and ``Discriminator``) and load the weights.
+    """Build :mod:`kdpipe.pipeline.teacher.networks` ``Generator`` (and ``Discriminator``) and load the weights.
 
     Returns:
         ``(G, D)`` in eval mode with ``requires_grad_(False)``, on CPU; D is None when the checkpoint has no
@@ -367,7 +367,7 @@ def build_networks(loaded: LoadedTeacher) -> tuple[torch.nn.Module, torch.nn.Mod
     Raises:
         CheckpointError: the generator's settings or weights do not fit kdpipe's network (names the file).
     """
-    from kdpipe.pipeline.networks import Discriminator, Generator
+    from kdpipe.pipeline.teacher.networks import Discriminator, Generator
 
     name = loaded.path.name
     G = _build(Generator, loaded.G_kwargs, loaded.G_state_dict, f"checkpoint '{name}': generator")

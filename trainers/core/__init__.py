@@ -1,0 +1,1 @@
+"""Machinery every trainer shares: config, the loop (seeding, DDP, AMP, EMA, metrics), checkpoints, shard data."""
