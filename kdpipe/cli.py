@@ -6,34 +6,16 @@ Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`) print as 
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from kdpipe.errors import KdpipeError
+from kdpipe.errors import report_user_errors as user_errors
 
 app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-
-
-def user_errors(fn):
-    """Turn KdpipeError into one ``error:`` line and exit code 2 (traceback only with KDPIPE_DEBUG=1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KdpipeError as e:
-            if os.environ.get("KDPIPE_DEBUG"):
-                raise
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command()
@@ -125,11 +107,9 @@ def classify(
 
 
 def _mount_trainers() -> None:
-    """``kdpipe train pix2pixhd|stargan2-kd|stargan2`` and ``kdpipe translate`` (trainers import pipeline)."""
-    from kdpipe.trainers.cli_train import train_app, translate_command
-    from kdpipe.trainers.stargan2.cli import app as stargan2_app
+    """``kdpipe train NAME`` for every registered trainer and ``kdpipe translate`` (trainers import pipeline)."""
+    from kdpipe.trainers.cli import train_app, translate_command
 
-    train_app.add_typer(stargan2_app)  # no name: its commands join `kdpipe train`
     app.add_typer(train_app, name="train")
     app.command("translate")(translate_command)
 

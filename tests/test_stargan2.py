@@ -237,7 +237,7 @@ def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_da
     # shards written by the pipeline (`kdpipe generate --task style-mix`) with the same teacher
     from kdpipe.pipeline.generate import generate
 
-    generate("style-mix", tmp_path / "gen", cli={"teacher": {"generator": TEACHER, "truncation_psi": 1.0},
+    generate("style-mix", tmp_path / "gen", cli={"teacher": {"generator": TEACHER},  # defaults: psi 0.7 both sides
                                                  "render": {"n": 4, "seed": 0},
                                                  "runtime": {"device": "cpu", "progress": False}}, log=lambda m: None)
     shards = tmp_path / "gen" / "style-mix"
@@ -249,20 +249,25 @@ def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_da
     assert_same_weights(latest_checkpoint(tmp_path / "kd_shards"), latest_checkpoint(tmp_path / "kd_shards_split"))
     # latent-guided KD from shards: z2 rebuilt from the json seeds equals the online triplets' z2
     from kdpipe.pipeline.latents import parse_mix
+    from kdpipe.pipeline.render import Renderer
     from kdpipe.trainers.stargan2.data import online_triplets, shard_batches, shard_triplets
 
     teacher = load_teacher(TEACHER)
+    renderer = Renderer(teacher.G, torch.device("cpu"), KDConfig().teacher.truncation_psi)
     batch, _ = next(shard_batches(str(shards), 2, seed=0, shuffle_buffer=0))
-    st = shard_triplets(teacher.G, batch, teacher.sha256, need_z=True)
-    on = online_triplets(teacher.G, torch.tensor([int(k) for k in batch["key"]]), 0, 1.0,
+    st = shard_triplets(renderer, batch, teacher.sha256, need_z=True)
+    on = online_triplets(renderer, torch.tensor([int(k) for k in batch["key"]]), 0,
                          parse_mix("crossover:4", teacher.G.num_ws))
     assert torch.equal(st.z2, on.z2) and torch.equal(st.ws_y, on.ws_y)
     assert torch.equal(st.y, ((on.y * 127.5 + 128).clamp(0, 255).to(torch.uint8) / 127.5 - 1))  # PNG-quantised
+    assert all(torch.equal(st.y_features[r], on.y_features[r]) for r in on.y_features)
+    with pytest.raises(DatasetError, match="truncation_psi=0.7"):  # shards of another psi are refused
+        shard_triplets(Renderer(teacher.G, torch.device("cpu"), 1.0), batch, teacher.sha256)
     r = run_kd(None, kd_overrides(tmp_path / "kd_lat", **{"loop.steps": 1, "loss.mode": "both", **sh}))
     assert np.isfinite(r.records[-1]["loss/image_l1_lat"])
     batch["seeds"] = [None, None]
     with pytest.raises(DatasetError, match="seeds"):
-        shard_triplets(teacher.G, batch, teacher.sha256, need_z=True)
+        shard_triplets(renderer, batch, teacher.sha256, need_z=True)
     with pytest.raises(DatasetError, match="made by teacher"):
         run_kd(None, kd_overrides(tmp_path / "kd_other", **{"data.source": "shards", "data.path": str(shards),
                                                              "teacher.spec": "builtin:random-32"}))
@@ -336,22 +341,22 @@ def test_resolution_mismatch_and_cli_errors(teacher16, tmp_path, folder_data):
     assert issubclass(ResolutionMismatchError, KdpipeError) and issubclass(DomainFolderError, KdpipeError)
     from typer.testing import CliRunner
 
-    from kdpipe.trainers.stargan2.cli import app
+    from kdpipe.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["stargan2", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    res = runner.invoke(app, ["train", "stargan2", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "error: target dataset" in res.output and "Traceback" not in res.output
-    res = runner.invoke(app, ["stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "r2"), "--ablation", "x"])
+    res = runner.invoke(app, ["train", "stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "r2"), "--ablation", "x"])
     assert res.exit_code == 2 and "kd-star" in res.output
-    res = runner.invoke(app, ["stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "kdcli"), "--steps", "1",
+    res = runner.invoke(app, ["train", "stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "kdcli"), "--steps", "1",
                               "--img-size", "16", "--ablation", "kd-star", "--device", "cpu", "--no-progress",
-                              "--sample-every", "1", "--set", "model.dim_in=8", "--set", "model.max_conv_dim=32",
+                              "--set", "loop.sample_every=1", "--set", "model.dim_in=8", "--set", "model.max_conv_dim=32",
                               "--set", "model.num_down=2", "--set", "model.hidden_dim=16"])
     assert res.exit_code == 0, res.output
     saved = load_checkpoint(latest_checkpoint(tmp_path / "kdcli"))["config"]
     assert saved["loss"]["triplets"] == "identity" and saved["loop"]["steps"] == 1
     assert (tmp_path / "kdcli" / "samples" / "step-00000001.png").is_file()
     (tmp_path / "empty_run").mkdir()
-    res = runner.invoke(app, ["stargan2", "--data", str(folder_data), "--init", str(tmp_path / "empty_run"),
+    res = runner.invoke(app, ["train", "stargan2", "--data", str(folder_data), "--init", str(tmp_path / "empty_run"),
                               "--out", str(tmp_path / "r3")])
     assert res.exit_code == 2 and "without checkpoints" in res.output

@@ -80,7 +80,8 @@ class LoopConfig:
     log_every: int = 10
     """Append a line to ``metrics.jsonl`` every this many steps."""
     stop_after: int | None = None
-    """Stop this invocation after this many steps (time-limited jobs); the schedule still uses ``steps``."""
+    """Stop this invocation after this many more steps (time-limited jobs); the schedule still uses ``steps``.
+    Per invocation: ``--resume`` clears it, so a resumed run goes on to ``steps`` unless given again."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``. Under torchrun: cuda:LOCAL_RANK."""
     deterministic: bool = False

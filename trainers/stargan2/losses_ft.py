@@ -1,7 +1,7 @@
 """StarGANv2 objective for the finetuning stage (Choi et al. CVPR 2020, Sec. 3.2, Eq. 1-5).
 
 Matches clovaai/stargan-v2 ``core/solver.py`` (``compute_d_loss``, ``compute_g_loss``, ``adv_loss``, ``r1_reg``,
-``moving_average``) without the FAN/high-pass masks. All image tensors are ``[N, 3, R, R]`` in [-1, 1], domain
+without the FAN/high-pass masks. All image tensors are ``[N, 3, R, R]`` in [-1, 1], domain
 labels ``[N]`` int64, latent codes ``[N, latent_dim]``, styles ``[N, style_dim]``. Losses are scalar float32.
 """
 
@@ -35,7 +35,7 @@ def r1_reg(d_out: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class FinetuneWeights:
-    """StarGANv2 loss weights (AFHQ defaults: lambda_reg = lambda_sty = lambda_ds = lambda_cyc = 1)."""
+    """StarGANv2 loss weights (upstream CelebA-HQ setting: all 1; AFHQ uses lambda_ds = 2)."""
 
     lambda_reg: float = 1.0
     lambda_sty: float = 1.0
@@ -92,10 +92,3 @@ def compute_g_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg
     loss_cyc = torch.mean(torch.abs(x_rec - x_real))
     loss = loss_adv + w.lambda_sty * loss_sty - lambda_ds * loss_ds + w.lambda_cyc * loss_cyc
     return loss, {"adv": loss_adv.item(), "sty": loss_sty.item(), "ds": loss_ds.item(), "cyc": loss_cyc.item()}
-
-
-@torch.no_grad()
-def moving_average(model: nn.Module, model_ema: nn.Module, beta: float = 0.999) -> None:
-    """``p_ema <- lerp(p, p_ema, beta) = beta * p_ema + (1 - beta) * p`` for every parameter (StarGANv2 EMA)."""
-    for p, p_ema in zip(model.parameters(), model_ema.parameters()):
-        p_ema.copy_(torch.lerp(p, p_ema, beta))
