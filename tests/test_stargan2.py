@@ -217,6 +217,41 @@ def test_kd_image_loss_falls_when_fitting_one_triplet_batch(teacher16, tmp_path)
     assert np.mean(l1[-3:]) < 0.8 * np.mean(l1[:3]), l1  # measured: 1.28 -> ~0.88
 
 
+KD_LOSSES = ["loss/ekdl", "loss/rkdl", "loss/gkdl", "loss/d_adv", "loss/g_adv", "loss/image_l1_ref",
+             "loss/image_l1_lat"]
+# 3 default KD steps (loss.mode=both, online triplets at psi 0.7) of the tiny student, torch 2.14.1 CPU, 1 thread
+GOLDEN_KD_3_STEPS = [
+    [0.28068811, 0.29628608, 1.1805109, 4.8384819, 1.7492467, 1.3971992, 1.4090996],
+    [0.32039648, 0.3551836, 1.598474, 4.3261032, 2.5387878, 1.4848638, 1.504687],
+    [0.2670539, 0.3606258, 1.4127874, 3.7269289, 2.5425539, 1.3658301, 1.3279339],
+]
+
+
+def test_kd_golden_losses(tmp_path):
+    r = run_kd(None, kd_overrides(tmp_path / "g", **{"loop.steps": 3}))
+    got = [[rec[k] for k in KD_LOSSES] for rec in r.records]
+    np.testing.assert_allclose(got, GOLDEN_KD_3_STEPS, rtol=2e-4)
+
+
+def test_default_kd_learns_the_mapping_network_and_teacher_side_adaptors(teacher16, tmp_path):
+    """A.4: the mapping network is learnt in stage one by default; a teacher-side hint layer learns too."""
+    cfg = load_config(KDConfig, None, kd_overrides(tmp_path, **{"loss.adaptor_side": "teacher"}), base=KD_DEFAULTS)
+    assert cfg.loss.mode == "both"
+    torch.manual_seed(0)
+    tr = KDTrainer(cfg, teacher16)
+    conv = tr.adaptors["encoder"].convs["8"]
+    assert (conv.in_channels, conv.out_channels) == (32, 16)  # teacher D channels -> student encoder channels
+    before = {k: v.clone() for k, v in tr.adaptors.state_dict().items()}
+    mapping_before = {k: v.clone() for k, v in tr.nets["mapping_network"].state_dict().items()}
+    tr.train_step({"index": triplet_indices(0, 2)}, 0)
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    unchanged = [k for k, v in tr.adaptors.state_dict().items() if torch.equal(v, before[k])]
+    assert not unchanged, unchanged  # every hint layer (Adam skips parameters without a gradient)
+    assert all(not torch.equal(v, mapping_before[k]) for k, v in tr.nets["mapping_network"].state_dict().items())
+    for m in (teacher16.G, teacher16.D):
+        assert all(p.grad is None and not p.requires_grad for p in m.parameters())
+
+
 @pytest.mark.filterwarnings("ignore:skipped 1 undecodable")
 def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_data):
     """KD 4 steps == KD 2 + resume 2 (online); KD from pipeline shards; finetune 3 == 2 + resume 1."""
