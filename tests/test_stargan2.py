@@ -395,3 +395,26 @@ def test_resolution_mismatch_and_cli_errors(teacher16, tmp_path, folder_data):
     res = runner.invoke(app, ["train", "stargan2", "--data", str(folder_data), "--init", str(tmp_path / "empty_run"),
                               "--out", str(tmp_path / "r3")])
     assert res.exit_code == 2 and "without checkpoints" in res.output
+
+
+@pytest.mark.slow
+def test_kd_torchrun_two_cpu_processes_match_one_process_with_twice_the_batch(tmp_path):
+    """DDP (core.loop.Objective) over the student and D_S: 2 ranks x 1 triplet == 1 process x 2 triplets."""
+    import os
+    import subprocess
+    import sys
+
+    tiny = [a for k, v in {**TINY_MODEL, "loop.log_every": 1, "loop.sample_every": 0}.items()
+            for a in ("--set", f"{k}={v}")]
+    common = ["--teacher", TEACHER, "--device", "cpu", "--no-progress", "--steps", "2", *tiny]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kdpipe.cli",
+           "train", "stargan2-kd", "--out", str(tmp_path / "ddp"), "--batch-size", "1", *common]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = run_kd(None, kd_overrides(tmp_path / "one", **{"loop.steps": 2, "data.batch_size": 2}))
+    ddp = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([[r[k] for k in KD_LOSSES] for r in ddp],
+                               [[r[k] for k in KD_LOSSES] for r in single.records], rtol=1e-4)
+    a, b = all_params(latest_checkpoint(tmp_path / "ddp")), all_params(single.checkpoints[-1])
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], atol=1e-3, rtol=0)

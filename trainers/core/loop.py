@@ -132,9 +132,9 @@ class Objective(torch.nn.Module):
         return fn(self.nets, *args, **kwargs)
 
 
-def wrap_objective(nets: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
-    """:class:`Objective` of ``nets``, in DDP (unused parameters allowed) when ``world_size > 1``."""
-    return wrap_ddp(Objective(nets), dist, find_unused_parameters=True)
+def wrap_objective(nets: torch.nn.Module, dist: DistInfo, find_unused_parameters: bool = True) -> torch.nn.Module:
+    """:class:`Objective` of ``nets``, in DDP when ``world_size > 1`` (see :func:`wrap_ddp`)."""
+    return wrap_ddp(Objective(nets), dist, find_unused_parameters)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

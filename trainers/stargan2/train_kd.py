@@ -94,8 +94,9 @@ class KDTrainer:
         self.renderer = Renderer(G_T, self.device, cfg.teacher.truncation_psi, None, "const")
         student = nn.ModuleDict({k: self.nets[k] for k in ("generator", "mapping_network", "style_encoder")})
         student["adaptors"] = self.adaptors
-        self.student = wrap_objective(student, dist)  # DDP: one gradient average per step, over these
-        self.disc = wrap_objective(self.nets["discriminator"], dist)
+        # DDP: one gradient average per step over these (the mapping network is unused in mode=reference, ...)
+        self.student = wrap_objective(student, dist, find_unused_parameters=cfg.loss.mode != "both")
+        self.disc = wrap_objective(self.nets["discriminator"], dist, find_unused_parameters=False)
         o = cfg.optim
 
         def adam(params, lr):
