@@ -18,9 +18,9 @@ from kdpipe.pipeline.teacher.load import load_teacher
 from kdpipe.trainers.core.checkpoint import latest_checkpoint, load_checkpoint
 from kdpipe.trainers.core.config import load_config
 from kdpipe.trainers.stargan2 import losses_kd as L
-from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig
+from kdpipe.trainers.stargan2.config import KD_DEFAULTS, FTLossConfig, KDConfig
 from kdpipe.trainers.stargan2.data import DomainFolder, DomainFolderError, triplet_indices
-from kdpipe.trainers.stargan2.losses_ft import FinetuneWeights, adv_loss, compute_g_loss, r1_reg
+from kdpipe.trainers.stargan2.losses_ft import adv_loss, compute_g_loss, r1_reg
 from kdpipe.trainers.stargan2.networks import build_nets, load_expanding_domains
 from kdpipe.trainers.stargan2.train_kd import KDTrainer, ResolutionMismatchError, run_kd
 from kdpipe.trainers.stargan2.train_ft import run_ft
@@ -176,7 +176,7 @@ def test_r1_and_stargan_generator_loss_match_direct_computation():
     nets = build_nets(num_domains=2, **TINY_NETS)
     x_real, y = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
     z = (torch.randn(2, 4), torch.randn(2, 4))
-    w = FinetuneWeights(lambda_sty=2.0, lambda_ds=0.5, lambda_cyc=3.0)
+    w = FTLossConfig(lambda_sty=2.0, lambda_ds=0.5, lambda_cyc=3.0)
     loss, p = compute_g_loss(nets, w, x_real, y, y.flip(0), z_trgs=z)
     assert loss.item() == pytest.approx(p["adv"] + 2.0 * p["sty"] - 0.5 * p["ds"] + 3.0 * p["cyc"], rel=1e-5)
     loss2, _ = compute_g_loss(nets, w, x_real, y, y.flip(0), z_trgs=z, lambda_ds=0.0)

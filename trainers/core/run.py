@@ -12,13 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-import yaml
-
 from kdpipe.errors import ConfigError
-from kdpipe.fsutil import atomic_write_text
 
 from .checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from .config import RESUME_MAY_CHANGE, config_diff, config_to_dict, flatten, load_config, merge
+from .config import RESUME_MAY_CHANGE, config_diff, config_to_dict, flatten, load_config, merge, save_config
 from .loop import DistInfo, run_distributed, seed_everything
 
 T = TypeVar("T")
@@ -73,7 +70,8 @@ def freeze_config(cfg: Any) -> Path:
     """Write the resolved config to ``<loop.out_dir>/config.yaml`` atomically (creating the directory)."""
     out = Path(cfg.loop.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    save_config(cfg, out / "config.yaml")
+    return out / "config.yaml"
 
 
 def launch(cfg: Any, body: Callable[[DistInfo], T]) -> T:

@@ -7,11 +7,11 @@ labels ``[N]`` int64, latent codes ``[N, latent_dim]``, styles ``[N, style_dim]`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdpipe.trainers.stargan2.config import FTLossConfig
 
 
 def adv_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
@@ -33,17 +33,7 @@ def r1_reg(d_out: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
     return 0.5 * grad.pow(2).flatten(1).sum(1).mean(0)
 
 
-@dataclass
-class FinetuneWeights:
-    """StarGANv2 loss weights (upstream CelebA-HQ setting: all 1; AFHQ uses lambda_ds = 2)."""
-
-    lambda_reg: float = 1.0
-    lambda_sty: float = 1.0
-    lambda_ds: float = 1.0
-    lambda_cyc: float = 1.0
-
-
-def compute_d_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg, z_trg=None, x_ref=None):
+def compute_d_loss(nets: nn.ModuleDict, w: FTLossConfig, x_real, y_org, y_trg, z_trg=None, x_ref=None):
     """Discriminator loss ``L_adv(real) + L_adv(fake) + lambda_reg * R1`` for one latent- or reference-guided batch.
 
     Exactly one of ``z_trg`` ``[N, latent_dim]`` / ``x_ref`` ``[N, 3, R, R]`` is given (the target style source).
@@ -63,7 +53,7 @@ def compute_d_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg
     return loss, {"real": loss_real.item(), "fake": loss_fake.item(), "reg": loss_reg.item()}
 
 
-def compute_g_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg, z_trgs=None, x_refs=None,
+def compute_g_loss(nets: nn.ModuleDict, w: FTLossConfig, x_real, y_org, y_trg, z_trgs=None, x_refs=None,
                    lambda_ds: float | None = None):
     """Generator loss ``L_adv + lambda_sty L_sty - lambda_ds L_ds + lambda_cyc L_cyc`` (StarGANv2 Eq. 5).
 

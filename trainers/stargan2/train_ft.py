@@ -25,7 +25,7 @@ from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpo
 from kdpipe.trainers.core.loop import EMA, DistInfo, FitResult, autocast, wrap_objective
 from kdpipe.trainers.stargan2.config import FTConfig
 from kdpipe.trainers.stargan2.data import DomainFolder, folder_batches
-from kdpipe.trainers.stargan2.losses_ft import FinetuneWeights, compute_d_loss, compute_g_loss
+from kdpipe.trainers.stargan2.losses_ft import compute_d_loss, compute_g_loss
 from kdpipe.trainers.stargan2.networks import NET_NAMES, build_nets, load_expanding_domains
 from kdpipe.trainers.stargan2.train_kd import TRAINER as KD_TRAINER
 
@@ -89,8 +89,6 @@ class FinetuneTrainer:
         self.optims = {k: torch.optim.Adam(self.nets[k].parameters(), lr=o.f_lr if k == "mapping_network" else o.lr,
                                            betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
                        for k in NET_NAMES}
-        loss = cfg.loss
-        self.weights = FinetuneWeights(loss.lambda_reg, loss.lambda_sty, loss.lambda_ds, loss.lambda_cyc)
         self._last: list[torch.Tensor] = []
 
     def lambda_ds(self, step: int) -> float:
@@ -108,7 +106,7 @@ class FinetuneTrainer:
         """Two D steps and two G steps (latent- then reference-guided), then the EMA update."""
         b = {k: v.to(self.device) for k, v in batch.items()}
         x_real, y_org, y_trg = b["x_src"], b["y_src"], b["y_ref"]
-        w, nets, out = self.weights, self.nets, {}
+        w, nets, out = self.cfg.loss, self.nets, {}
         amp = autocast(self.device, self.cfg.loop.precision)
         for mode, kw in (("latent", {"z_trg": b["z_trg"]}), ("ref", {"x_ref": b["x_ref"]})):
             with amp:
