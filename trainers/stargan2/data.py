@@ -5,7 +5,8 @@ Every batch is a pure function of the seed and its position, so a resumed run se
 * online triplets: batch ``k`` of rank ``r`` holds triplets ``i = (k * world + r) * B + b``; triplet ``i`` uses
   teacher seeds ``base_seed + 2i`` (content, x1) and ``base_seed + 2i + 1`` (style, x2), z from the NVlabs
   seed convention (:func:`kdpipe.pipeline.latents.z_from_seeds`) -- the pipeline's style-mix shards use the same
-  rule, so online triplets equal the shards' for the same base seed;
+  rule and the same fixed-row forwards (:class:`kdpipe.pipeline.render.Renderer`), so online triplets equal the
+  shards' for the same base seed and truncation (on CPU; on CUDA also the same ``runtime.batch_size``, 16);
 * shard triplets: :class:`kdpipe.trainers.core.data.ShardBatches` order (seeded shard permutation + shuffle buffer),
   with the latents kept and no flips (a flip would no longer match the latents);
 * domain folders: step ``k`` of rank ``r`` draws from ``numpy.random.default_rng([seed, k, r])``.
