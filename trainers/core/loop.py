@@ -3,8 +3,10 @@
 A trainer is anything satisfying the small :class:`Trainer` protocol (torchtune-style, no base class):
 it builds its models/optimisers itself, then :func:`fit` drives it — resume, data position, metrics,
 PNG grids, checkpoints, tqdm, ``stop_after``. Helpers: :func:`init_distributed` /
-:func:`teardown_distributed` (torchrun: gloo on CPU, nccl on GPU), :func:`seed_everything`,
-:func:`autocast`, :func:`make_grad_scaler`, :class:`EMA`, :class:`MetricsWriter`, :func:`save_image_grid`.
+:func:`teardown_distributed` (torchrun: gloo on CPU, nccl on GPU), the one data-parallel strategy (DDP:
+:func:`wrap_ddp` for a network, :func:`wrap_objective` for a whole loss over several networks),
+:func:`seed_everything`, :func:`autocast`, :func:`make_grad_scaler`, :class:`EMA`, :class:`MetricsWriter`,
+:func:`save_image_grid`. Starting a run (config, resume, torchrun) is :mod:`kdpipe.trainers.core.run`'s.
 """
 
 from __future__ import annotations
