@@ -80,3 +80,19 @@ def test_help_lists_every_field_with_its_default(name, cli):
         assert f"{dotted} = " in text, dotted
     if name == "stargan2-kd":  # the trainer's own defaults, not the dataclass's
         assert "loop.steps = 20000" in text and "teacher.truncation_psi = 0.7" in text
+
+
+def test_config_file_then_set_then_options(trainer_args, tmp_path, cli):
+    """defaults < --config YAML < options and --set; the run's config.yaml is the resolved one."""
+    import yaml
+
+    cfg = tmp_path / "p2p.yaml"
+    cfg.write_text(yaml.safe_dump({"loop": {"steps": 5, "seed": 3}, "model": {"ngf": 4}}))
+    out = tmp_path / "run"
+    res = cli("train", "pix2pixhd", *trainer_args["pix2pixhd"], "--config", cfg, "--out", out, "--device", "cpu",
+              "--no-progress", "--steps", "1", "--set", "model.ngf=6")
+    assert res.exit_code == 0, res.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["loop"]["steps"], saved["loop"]["seed"], saved["model"]["ngf"]) == (1, 3, 6)
+    res = cli("train", "pix2pixhd", "--out", tmp_path / "r2", "--set", "model.nope=1")
+    assert res.exit_code == 2 and "model.nope" in res.output
