@@ -112,11 +112,10 @@ class Renderer:
             tune_host_allocator()
 
     @classmethod
-    def from_config(cls, G: Generator, device: torch.device, cfg: dict) -> "Renderer":
-        """The renderer a resolved config asks for (``teacher`` truncation / noise, ``runtime.batch_size``)."""
-        tc = cfg["teacher"]
-        return cls(G, device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
-                   cfg["runtime"]["batch_size"])
+    def from_config(cls, G: Generator, device: torch.device, teacher, batch_size: int) -> "Renderer":
+        """The renderer a task asks for: ``teacher`` is its :class:`kdpipe.pipeline.config.TeacherConfig`
+        (truncation, noise mode), ``batch_size`` its ``runtime.batch_size``."""
+        return cls(G, device, teacher.truncation_psi, teacher.truncation_cutoff, teacher.noise_mode, batch_size)
 
     def _forward(self, x: torch.Tensor,
                  fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:

@@ -86,7 +86,7 @@ def task_fingerprints(task: str, overrides: list[str] | None = None) -> dict[str
     cfg = resolve_config(task, overrides=overrides,
                          cli={"teacher": {"generator": "builtin:random-32"}, "runtime": {"device": "cpu"}})
     upstream: dict[str, str] = {}
-    for stage in build_stages(cfg):
+    for stage in build_stages(cfg.task, cfg.stages):
         upstream[stage.name] = fingerprint(stage, cfg, dict(upstream), TEACHER_SHA256, torch.device("cpu"))
     return upstream
 
