@@ -108,7 +108,7 @@ class AttributeConfig:
     quantiles: list = field(default_factory=lambda: [0.3, 0.7])
     """``continuous``: class 0 below the q0 quantile of the classified sample, class 1 above q1 (0 <= q0 <= q1 <= 1)."""
     age_bin_edges: list = field(default_factory=lambda: [0, 15, 25, 35, 45, 55, 65, 200])
-    """Age bin edges in years, increasing."""
+    """Age bin edges in years, >= 3 strictly increasing (bins ``[e_k, e_k+1)``)."""
 
     def __post_init__(self) -> None:
         check_choice("attribute.kind", self.kind, ("probability", "continuous", "bins"))
@@ -120,8 +120,9 @@ class AttributeConfig:
         if not 0 <= self.quantiles[0] <= self.quantiles[1] <= 1:
             raise ConfigError(f"attribute.quantiles={self.quantiles!r} must be [q0, q1] with 0 <= q0 <= q1 <= 1")
         check_numbers("attribute.age_bin_edges", self.age_bin_edges)
-        if len(self.age_bin_edges) < 2 or sorted(set(self.age_bin_edges)) != list(self.age_bin_edges):
-            raise ConfigError(f"attribute.age_bin_edges={self.age_bin_edges!r} must be >= 2 increasing numbers")
+        if len(self.age_bin_edges) < 3 or sorted(set(self.age_bin_edges)) != list(self.age_bin_edges):
+            raise ConfigError(f"attribute.age_bin_edges={self.age_bin_edges!r} must be >= 3 strictly increasing "
+                              "numbers (years)")
 
 
 @dataclass
