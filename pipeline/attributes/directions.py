@@ -7,8 +7,10 @@ mask [N] bool. Methods for moving from class ``source`` to class ``target``:
 - ``mean-diff`` (default; seed 002, step 4): class centres C_k = mean of the confidently
   classified w of class k; delta = C_target - C_source (not normalised: its length is the
   step from one class centre to the other, applied as w + delta, w + delta / 2, ...).
-- ``logreg``: logistic regression (scikit-learn) on the same samples, as in seed 002's
-  released code; unit normal of the decision hyperplane, pointing to ``target``.
+- ``logreg``: logistic regression as in seed 002's released code: scikit-learn
+  ``LogisticRegression(class_weight='balanced')`` on the same samples; the vector is the raw
+  (unnormalised) ``coef_`` times :data:`LOGREG_STEP` = 1.5, the released code's edit step, so
+  ``t = 1`` in ``pairs.steps`` is its edit ``w + 1.5 coef_``.
 - ``svm``: linear SVM (scikit-learn ``LinearSVC``; InterFaceGAN, Shen et al. CVPR 2020,
   ``train_boundary`` used ``SVC(kernel='linear')`` on the most confident samples, which
   gives the same hyperplane but scales quadratically in N); unit normal pointing to ``target``.
@@ -35,6 +37,7 @@ import numpy as np
 from kdpipe.errors import KdpipeError
 
 __all__ = [
+    "LOGREG_STEP",
     "METHODS",
     "AgeBinDirections",
     "Direction",
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 METHODS = ("mean-diff", "logreg", "svm")
+LOGREG_STEP = 1.5  # seed 002's released code moved latents by 1.5 * coef_ of its balanced logistic regression
 
 
 class DirectionError(KdpipeError):
@@ -161,7 +165,7 @@ def _fit(method: str, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarr
     if method == "logreg":
         from sklearn.linear_model import LogisticRegression
 
-        model = LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
+        model = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed).fit(x, y)
     elif method == "svm":
         from sklearn.svm import LinearSVC
 
@@ -172,7 +176,7 @@ def _fit(method: str, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarr
     norm = np.linalg.norm(coef)
     unit = coef / norm if norm > 0 else coef
     offset = float(-model.intercept_[0] / norm) if norm > 0 else 0.0
-    return unit, offset, unit
+    return (LOGREG_STEP * coef if method == "logreg" else unit), offset, unit
 
 
 def find_direction(
@@ -195,7 +199,8 @@ def find_direction(
     w: [N, w_dim] float32; labels: [N] int class per sample (-1 = unknown); confidence: [N]
     in [0, 1] (None = all 1); valid: [N] bool (None = all). Samples are chosen by
     ``select_confident`` and only classes source/target are used. method: 'mean-diff'
-    (vector = C_target - C_source, seed 002), 'logreg' or 'svm' (unit normal toward target).
+    (vector = C_target - C_source, seed 002), 'logreg' (1.5 * raw coef_ of a class-balanced
+    logistic regression, seed 002's released code) or 'svm' (unit normal toward target).
     Held-out accuracy: the method refit on a stratified (1 - test_fraction) split
     (scikit-learn train_test_split, random_state=seed) and tested on the rest; the returned
     vector is fit on all selected samples.
