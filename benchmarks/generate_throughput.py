@@ -189,7 +189,7 @@ def measure_baseline(generator: str, n: int, device: torch.device, truncation_ps
     from PIL import Image
 
     from kdpipe.pipeline.latents import mix_ws, parse_mix, z_from_seeds
-    from kdpipe.pipeline.render import to_uint8
+    from kdpipe.images import to_uint8
     from kdpipe.pipeline.teacher.load import load_teacher
 
     out = Path(tempfile.mkdtemp(prefix="kdpipe-baseline-"))

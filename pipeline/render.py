@@ -29,13 +29,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from kdpipe.images import to_uint8
 from kdpipe.pipeline.latents import z_from_seeds
 from kdpipe.pipeline.teacher.networks import Generator, default_fused_modconv
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """``[N, 3, H, W]`` float in [-1, 1] -> ``[N, H, W, 3]`` uint8 (NVlabs generate.py: ``x*127.5 + 128``, clamp)."""
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def cpu_compute_batch(resolution: int) -> int:

@@ -105,7 +105,7 @@ def test_sigkill_mid_shard_then_resume_is_byte_identical(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # kill while a shard is being written, after at least one is done
         done = len(list((shard_dir / ".done").glob("*.json"))) if (shard_dir / ".done").exists() else 0
-        if done >= 2 and list(shard_dir.glob("*.tar.tmp")):
+        if done >= 2 and list(shard_dir.glob("*.tar.*tmp")):
             break
         time.sleep(0.005)
     victim.send_signal(signal.SIGKILL)

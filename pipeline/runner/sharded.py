@@ -7,6 +7,7 @@ file's size; anything else is redone by the next run.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 from tqdm import tqdm
@@ -63,9 +64,10 @@ class ShardedStage:
         shard_dir = self.shard_dir(ctx)
         shard_dir.mkdir(parents=True, exist_ok=True)
         shards = self.shards(ctx)
-        for k, _, name in shards:  # leftovers of a killed run; never mistaken for shards
+        for k, _, name in shards:  # leftovers of a killed run (<name>.<pid>.tmp); never mistaken for shards
             if k % ctx.world_size == ctx.rank:
-                (shard_dir / (name + ".tmp")).unlink(missing_ok=True)
+                for tmp in shard_dir.glob(glob.escape(name) + ".*tmp"):
+                    tmp.unlink(missing_ok=True)
         mine = [(k, r, name) for k, r, name in shards if k % ctx.world_size == ctx.rank
                 and shard_state(shard_dir, name, fingerprint) != "done"]
         progress = tqdm(total=sum(len(r) for _, r, _ in mine), unit="sample", desc=f"{ctx.cfg.task} {self.name}",
