@@ -26,6 +26,15 @@ MAX_ITEMS = 10 ** 8     # samples / latents / candidates of one task; more is al
 MAX_SEED = 2 ** 32 - 1  # z_from_seeds seeds numpy's RandomState, which takes 32-bit seeds
 
 
+def _check_sharded(name: str, section: Any) -> None:
+    """The checks shared by the sections of sharded image stages (``render``, ``pairs``): n, seed, shard_size and
+    the PNG level."""
+    check_range(f"{name}.n", section.n, 1, MAX_ITEMS, hint="; split larger datasets over several seeds")
+    check_range(f"{name}.seed", section.seed, 0, MAX_SEED)
+    check_range(f"{name}.shard_size", section.shard_size, 1)
+    check_range(f"{name}.png_compress_level", section.png_compress_level, 0, 9)
+
+
 @dataclass
 class TeacherConfig:
     """``teacher``: which StyleGAN2 and how its latents are drawn."""
@@ -66,10 +75,7 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         check_choice("render.op", self.op, ("style-mix", "morph"))
-        check_range("render.n", self.n, 1, MAX_ITEMS, hint="; split larger datasets over several seeds")
-        check_range("render.seed", self.seed, 0, MAX_SEED)
-        check_range("render.shard_size", self.shard_size, 1)
-        check_range("render.png_compress_level", self.png_compress_level, 0, 9)
+        _check_sharded("render", self)
 
 
 @dataclass
@@ -186,14 +192,11 @@ class PairsConfig:
     """zlib level 0-9 of the PNGs."""
 
     def __post_init__(self) -> None:
-        check_range("pairs.n", self.n, 1, MAX_ITEMS, hint="; split larger datasets over several seeds")
-        check_range("pairs.seed", self.seed, 0, MAX_SEED)
-        check_range("pairs.shard_size", self.shard_size, 1)
+        _check_sharded("pairs", self)
         check_numbers("pairs.steps", self.steps)
         if len(self.steps) < 2 or sorted(self.steps) != list(self.steps):
             raise ConfigError(f"pairs.steps={self.steps!r} must be >= 2 increasing numbers, e.g. [-1, -0.5, 0, 0.5, 1]")
         check_range("pairs.scale", self.scale, 0.0)
-        check_range("pairs.png_compress_level", self.png_compress_level, 0, 9)
 
 
 @dataclass
