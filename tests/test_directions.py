@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
+from kdpipe.pipeline.attributes.age_bins import age_bin_directions
 from kdpipe.pipeline.attributes.directions import (
     LOGREG_STEP,
     METHODS,
     Direction,
     DirectionError,
-    age_bin_directions,
     binary_labels,
     find_direction,
     project_out,

@@ -17,7 +17,8 @@ import numpy as np
 
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.fsutil import atomic_write_text
-from kdpipe.pipeline.attributes.directions import age_bin_directions, find_direction, project_out
+from kdpipe.pipeline.attributes.age_bins import age_bin_directions
+from kdpipe.pipeline.attributes.directions import find_direction, project_out
 from kdpipe.pipeline.attributes.labels import continuous_thresholds, labels, usable
 from kdpipe.pipeline.config import PipelineConfig
 from kdpipe.pipeline.runner.stage import Context, SingleStage
