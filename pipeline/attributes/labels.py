@@ -70,7 +70,8 @@ def usable(cols: dict, attribute: AttributeConfig) -> np.ndarray:
     return keep
 
 
-def labels(cols: dict, attribute: AttributeConfig, thresholds: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def labels(cols: dict, attribute: AttributeConfig,
+           thresholds: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Binary labels [N] int64 in {-1, 0, 1} and confidences [N] float32 of the task's attribute.
 
     Args:

@@ -1,6 +1,6 @@
 """The stage runner: fingerprints, skip/redo decisions, shard-level resume, ranks, dry runs and status.
 
-A stage (see :class:`kdpipe.pipeline.runner.stage.Stage`) declares the config sections it depends on and the stages upstream of it. Its
+A stage (:class:`kdpipe.pipeline.runner.stage.Stage`) declares the config sections it depends on; its
 fingerprint is the sha256 of: stage name, output schema version, its semantic config, its upstream stages'
 fingerprints, the teacher checkpoint's sha256 and, for stages whose bytes depend on the device, the device type
 plus what selects its float kernels: the torch thread count on CPU, the GPU model and batch size on CUDA (CPU
@@ -23,13 +23,17 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from kdpipe.fsutil import atomic_write_bytes
 from kdpipe.errors import ConfigError
+from kdpipe.fsutil import atomic_write_bytes
 from kdpipe.pipeline.runner.lock import exclusive, hold_run_lock
 from kdpipe.pipeline.runner.stage import Context, Stage
+
+if TYPE_CHECKING:
+    from kdpipe.pipeline.config import PipelineConfig
 
 # Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are; and the
 # checkpoint's path (its sha256 counts instead, so a moved or renamed checkpoint does not redo anything).
@@ -68,7 +72,7 @@ def world_from_env(env=os.environ) -> tuple[int, int]:
     return rank, world
 
 
-def semantic_config(stage: Stage, cfg: dict) -> dict:
+def semantic_config(stage: Stage, cfg: PipelineConfig) -> dict:
     """The part of ``cfg`` that changes ``stage``'s output (its sections minus :data:`NON_SEMANTIC`)."""
     out = {}
     for section in stage.sections:
@@ -79,13 +83,15 @@ def semantic_config(stage: Stage, cfg: dict) -> dict:
     return out
 
 
-def fingerprint(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> str:
+def fingerprint(stage: Stage, cfg: PipelineConfig, upstream: dict, teacher_sha256: str,
+                device: torch.device) -> str:
     """sha256 hex of what determines ``stage``'s output (see module docstring and :func:`fingerprint_inputs`)."""
     doc = fingerprint_inputs(stage, cfg, upstream, teacher_sha256, device)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def fingerprint_inputs(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> dict:
+def fingerprint_inputs(stage: Stage, cfg: PipelineConfig, upstream: dict, teacher_sha256: str,
+                       device: torch.device) -> dict:
     """The JSON document a fingerprint hashes; kept in the stage state so a redo can say what changed."""
     doc = {"stage": stage.name, "schema_version": stage.schema_version, "config": semantic_config(stage, cfg),
            "upstream": upstream, "teacher_sha256": teacher_sha256}
@@ -253,7 +259,8 @@ def stage_status(stages: list[Stage], ctx: Context) -> list[dict]:
         rep = stage.shard_report(ctx, d.fingerprint)
         if rep is not None:
             if rep["done"] == rep["total"] and d.action == "skip":
-                rows.append({"stage": stage.name, "state": "done", "detail": f"{rep['done']} of {rep['total']} {stage.unit}"})
+                rows.append({"stage": stage.name, "state": "done",
+                             "detail": f"{rep['done']} of {rep['total']} {stage.unit}"})
                 continue
             if state is not None and state.get("fingerprint") != d.fingerprint:
                 rows.append({"stage": stage.name, "state": "stale", "detail": d.reason})
