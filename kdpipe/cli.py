@@ -33,7 +33,9 @@ def generate(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per generator forward.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="PNG encoder threads (0 = inline).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding stages.yaml.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: SECTION.KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "Override: SECTION.KEY=VALUE (repeatable). Sections, keys, defaults and ranges: the documented dataclasses "
+        "of pipeline/config.py."))] = None,
     dry_run: Annotated[bool, typer.Option(help="Print which stages would run or be skipped, and why.")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="Show progress bars.")] = None,
 ):
