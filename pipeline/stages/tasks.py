@@ -12,6 +12,7 @@ from kdpipe.pipeline.stages.pairs import PairsStage
 from kdpipe.pipeline.stages.sample import SampleStage
 from kdpipe.pipeline.stages.triplets import TripletRender
 
+# A new stage: a module in pipeline/stages/ with a class satisfying kdpipe.pipeline.runner.stage.Stage, one line here.
 STAGES: dict[str, type] = {
     "render": TripletRender,
     "sample": SampleStage,
@@ -24,11 +25,6 @@ STAGES: dict[str, type] = {
 
 # Read by every task whatever its stages: the teacher is loaded and the runtime knobs apply to all of them.
 ALWAYS_USED = ("teacher", "runtime", "card")
-
-
-def register_stage(name: str, cls: type) -> None:
-    """Make a stage class (satisfying :class:`kdpipe.pipeline.runner.stage.Stage`) available to stages.yaml."""
-    STAGES[name] = cls
 
 
 def _stage_class(task: str, name: str) -> type:
