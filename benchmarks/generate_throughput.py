@@ -133,18 +133,18 @@ def measure_bare(G, device: torch.device, batch_size: int, n_images: int, trunca
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
 
 
-def images_rendered(cfg: dict) -> int:
+def images_rendered(cfg) -> int:
     """Images the teacher renders for a resolved task config (when no stage summary reports ``images_rendered``).
 
     Triplet tasks: ``3 * render.n``. Pair tasks: ``sample.n`` (direction finding) + ``pairs.n * len(pairs.steps)``
     (an upper bound for ``bins`` attributes, which render fewer edits per candidate).
     """
-    stages = cfg["stages"]
+    stages = cfg.stages
     if "render" in stages:
-        return TRIPLET_IMAGES * cfg["render"]["n"]
-    total = cfg["sample"]["n"] if "sample" in stages else 0
+        return TRIPLET_IMAGES * cfg.render.n
+    total = cfg.sample.n if "sample" in stages else 0
     if "pairs" in stages:
-        total += cfg["pairs"]["n"] * len(cfg["pairs"]["steps"])
+        total += cfg.pairs.n * len(cfg.pairs.steps)
     return total
 
 
@@ -180,7 +180,7 @@ def measure_kdpipe(task: str, generator: str, n: int, device: str, batch_size: i
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "shard_bytes": shard_bytes,
-            "batch_size": cfg["runtime"]["batch_size"], "encode_workers": cfg["runtime"]["encode_workers"]}
+            "batch_size": cfg.runtime.batch_size, "encode_workers": cfg.runtime.encode_workers}
 
 
 def measure_baseline(generator: str, n: int, device: torch.device, truncation_psi: float, mix: str,
@@ -189,7 +189,7 @@ def measure_baseline(generator: str, n: int, device: torch.device, truncation_ps
     from PIL import Image
 
     from kdpipe.pipeline.latents import mix_ws, parse_mix, z_from_seeds
-    from kdpipe.pipeline.render import to_uint8
+    from kdpipe.images import to_uint8
     from kdpipe.pipeline.teacher.load import load_teacher
 
     out = Path(tempfile.mkdtemp(prefix="kdpipe-baseline-"))
@@ -355,11 +355,11 @@ def throughput(args, device: torch.device) -> dict:
     cfg = resolve_config("style-mix", overrides=args.set, cli={
         "teacher": {"generator": args.generator},
         "runtime": {"device": str(device), "batch_size": args.batch_size, "encode_workers": args.workers}})
-    psi = cfg["teacher"]["truncation_psi"]
+    psi = cfg.teacher.truncation_psi
     G = load_teacher(args.generator, device).G
     fused = default_fused_modconv(device)
     # The rows of every forward kdpipe runs (fixed on CPU, runtime.batch_size on CUDA): bare uses the same.
-    batch_size = Renderer(G, device, batch_size=cfg["runtime"]["batch_size"]).batch_size
+    batch_size = Renderer(G, device, batch_size=cfg.runtime.batch_size).batch_size
     tasks = ["style-mix"] + (["gender"] if args.gender else [])
     runs: dict[str, list] = {"bare": [], **{f"kdpipe {t}": [] for t in tasks}, "baseline": []}
     skipped = {}
@@ -374,14 +374,14 @@ def throughput(args, device: torch.device) -> dict:
             except KdpipeError as e:  # e.g. the task is not defined yet, or needs a face teacher
                 skipped[task] = f"{type(e).__name__}: {e}"
         runs["baseline"].append(_phase(measure_baseline, args.generator, args.baseline_n, device, psi,
-                                       cfg["render"]["mix"], cfg["render"]["seed"]))
+                                       cfg.render.mix, cfg.render.seed))
         print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(
             f"{k} {v[-1]['images_per_s']:.1f}" for k, v in runs.items() if v), file=sys.stderr)
     result = {"modes": {k: _median_row(v) for k, v in runs.items() if v}, "runs": runs, "skipped": skipped,
               "settings": {"generator": args.generator, "n": args.n, "baseline_n": args.baseline_n,
-                           "batch_size": batch_size, "encode_workers": cfg["runtime"]["encode_workers"],
+                           "batch_size": batch_size, "encode_workers": cfg.runtime.encode_workers,
                            "fused_modconv": fused, "truncation_psi": psi, "repeats": args.repeats,
-                           "png_compress_level": cfg["render"]["png_compress_level"], "set": args.set}}
+                           "png_compress_level": cfg.render.png_compress_level, "set": args.set}}
     bare, base = result["modes"]["bare"]["images_per_s"], result["modes"]["baseline"]["images_per_s"]
     result["ratios"] = {f"kdpipe {t}/{ref}": round(result["modes"][f"kdpipe {t}"]["images_per_s"] / v, 3)
                         for t in tasks if t not in skipped for ref, v in (("bare", bare), ("baseline", base))}

@@ -12,14 +12,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdpipe.errors import report_user_errors as user_errors
+from kdpipe.errors import report_user_errors
 
 app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
 
 @app.command()
-@user_errors
+@report_user_errors
 def generate(
     task: Annotated[str, typer.Option(help="Task from stages.yaml: style-mix, morph, gender, age, brightness.")],
     out: Annotated[Path, typer.Option(help="Output root; the task writes OUT/<task>/.", envvar="KDPIPE_OUT")] = Path("out"),
@@ -33,16 +33,18 @@ def generate(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per generator forward.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="PNG encoder threads (0 = inline).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding stages.yaml.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: SECTION.KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "Override: SECTION.KEY=VALUE (repeatable). Sections, keys, defaults and ranges: the documented dataclasses "
+        "of pipeline/config.py."))] = None,
     dry_run: Annotated[bool, typer.Option(help="Print which stages would run or be skipped, and why.")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="Show progress bars.")] = None,
 ):
     """Generate a dataset; re-running the same command resumes where it stopped."""
     from kdpipe.pipeline.generate import generate as run
 
-    cli = {"teacher": {"generator": generator, "truncation_psi": truncation_psi},
-           "render": {"n": n, "seed": seed, "mix": mix},
-           "runtime": {"device": device, "batch_size": batch_size, "encode_workers": workers, "progress": progress}}
+    cli = {"teacher.generator": generator, "teacher.truncation_psi": truncation_psi, "render.n": n,
+           "render.seed": seed, "render.mix": mix, "runtime.device": device, "runtime.batch_size": batch_size,
+           "runtime.encode_workers": workers, "runtime.progress": progress}
     decisions = run(task, out, config_file=config, overrides=set_, cli=cli, dry_run=dry_run,
                     log=lambda m: typer.echo(m, err=True))
     for d in decisions:
@@ -54,7 +56,7 @@ def generate(
 
 
 @app.command()
-@user_errors
+@report_user_errors
 def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory, OUT/<task>.")]):
     """Show each stage of an output directory: done / partial (k of n shards) / stale / missing."""
     from kdpipe.pipeline.generate import status as get_status
@@ -64,7 +66,7 @@ def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory
 
 
 @app.command()
-@user_errors
+@report_user_errors
 def publish(src: Annotated[Path, typer.Argument(help="A finished task directory OUT/<task>.")],
             dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")]):
     """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files."""
@@ -75,7 +77,7 @@ def publish(src: Annotated[Path, typer.Argument(help="A finished task directory 
 
 
 @app.command()
-@user_errors
+@report_user_errors
 def verify(path: Annotated[str, typer.Argument(help="A dataset directory (local or fsspec URL) with SHA256SUMS.")]):
     """Re-check a dataset against its SHA256SUMS and manifest; exit 1 naming each bad file."""
     from kdpipe.pipeline.publish import verify as do_verify
@@ -89,7 +91,7 @@ def verify(path: Annotated[str, typer.Argument(help="A dataset directory (local 
 
 
 @app.command()
-@user_errors
+@report_user_errors
 def classify(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG).")],
     classifier: Annotated[Optional[list[str]], typer.Option(
@@ -98,9 +100,9 @@ def classify(
 ):
     """Print one JSON line per image: face probability and box, each attribute's value and confidence."""
     from kdpipe.pipeline.attributes.classifiers import build_classifier, classify_files
+    from kdpipe.pipeline.attributes.labels import FACE_CLASSIFIERS
 
-    face_like = {"face", "gender", "age", "face-attributes"}
-    clfs = [build_classifier(c, **({"device": device} if c in face_like else {}))
+    clfs = [build_classifier(c, **({"device": device} if c in FACE_CLASSIFIERS else {}))
             for c in (classifier or ["face-attributes"])]
     for entry in classify_files(images, clfs):
         typer.echo(json.dumps(entry, sort_keys=True))

@@ -60,7 +60,7 @@ def render_card(cfg: dict, table: pa.Table, teacher: str, teacher_sha256: str, t
     """The card text for a finished dataset.
 
     Args:
-        cfg: resolved config (see :func:`kdpipe.pipeline.config.resolve_config`).
+        cfg: the resolved config as a plain dict (``PipelineConfig.to_dict()``); printed in the card.
         table: the manifest (one row per sample).
         summaries: ``{stage: summary dict}`` from the stage states; ``summary['filters']`` feeds the filter table.
     """

@@ -1,227 +1,364 @@
-"""Run configuration: ``stages.yaml`` defaults, then the task's overrides, then ``--config FILE``, then ``--set``.
+"""Pipeline configuration: one section dataclass per section of ``stages.yaml``, resolved by :func:`resolve_config`.
 
-The resolved config is a nested dict ``{section: {key: value}}`` validated against :data:`SCHEMA` before any
-work starts: an unknown section or key, a wrong type or an out-of-range value raises :class:`ConfigError`
-naming the field path (``render.shard_size``), the value and what is allowed.
+Values, later ones winning: the dataclass defaults below (the single place a field and its default are
+declared), ``stages.yaml`` ``defaults`` (optional) and ``tasks.<task>``, ``--config FILE``, ``--set
+SECTION.KEY=VALUE``, then the dedicated CLI options (``-n``, ``--seed``...). Loading, ``--set`` parsing and type
+checks are :mod:`kdpipe.config` (shared with the trainers); each section checks its ranges in ``__post_init__``.
+Errors are one :class:`ConfigError` line naming the field path, the value and what is allowed.
+
+Adding a field: one annotated attribute with its default and a docstring in its section below (plus a check in
+``__post_init__`` if it has a range). Fields of a section listed in a stage's ``sections`` enter that stage's
+fingerprint (``kdpipe.pipeline.runner.dag``), unless listed in ``dag.NON_SEMANTIC``.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
-import yaml
-
+from kdpipe.config import (build, check_choice, check_numbers, check_range, config_to_dict, field_docs, flatten,
+                           load_yaml, merge, parse_set)
 from kdpipe.errors import ConfigError
 
 DEFAULT_STAGES_YAML = Path(__file__).resolve().parent.parent / "stages.yaml"
+MAX_ITEMS = 10 ** 8     # samples / latents / candidates of one task; more is almost surely a typo
+MAX_SEED = 2 ** 32 - 1  # z_from_seeds seeds numpy's RandomState, which takes 32-bit seeds
 
 
-@dataclass(frozen=True)
-class Field:
-    """One config field: accepted types, optional choices / numeric bounds, and whether it can be ``None``."""
-
-    types: tuple
-    choices: tuple | None = None
-    min: float | None = None
-    max: float | None = None
-    nullable: bool = False
-    help: str = ""
-
-    def check(self, path: str, value: Any) -> Any:
-        if value is None:
-            if self.nullable:
-                return None
-            raise ConfigError(f"{path}: null is not allowed; expected {self._expected()}")
-        if float in self.types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if float in self.types and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) and bool not in self.types:
-            raise ConfigError(f"{path}: {value!r} is a boolean; expected {self._expected()}")
-        if not isinstance(value, self.types):
-            raise ConfigError(f"{path}: {value!r} has type {type(value).__name__}; expected {self._expected()}")
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{path}: {value!r} is not one of {list(self.choices)}")
-        if self.min is not None and value < self.min:
-            raise ConfigError(f"{path}: {value!r} is below the minimum {self.min}")
-        if self.max is not None and value > self.max:
-            raise ConfigError(f"{path}: {value!r} is above the maximum {self.max}")
-        return value
-
-    def _expected(self) -> str:
-        names = "/".join(t.__name__ for t in self.types)
-        extra = f" in {list(self.choices)}" if self.choices else ""
-        if self.min is not None or self.max is not None:
-            extra += f" in [{self.min if self.min is not None else '-inf'}, {self.max if self.max is not None else 'inf'}]"
-        return names + extra + (" or null" if self.nullable else "")
+def _check_sharded(name: str, section: Any) -> None:
+    """The checks shared by the sections of sharded image stages (``render``, ``pairs``): n, seed, shard_size and
+    the PNG level."""
+    check_range(f"{name}.n", section.n, 1, MAX_ITEMS, hint="; split larger datasets over several seeds")
+    check_range(f"{name}.seed", section.seed, 0, MAX_SEED)
+    check_range(f"{name}.shard_size", section.shard_size, 1)
+    check_range(f"{name}.png_compress_level", section.png_compress_level, 0, 9)
 
 
-INT, FLOAT, STR, BOOL, LIST = (int,), (float,), (str,), (bool,), (list,)
+@dataclass
+class TeacherConfig:
+    """``teacher``: which StyleGAN2 and how its latents are drawn."""
 
-SCHEMA: dict[str, dict[str, Field]] = {
-    "teacher": {
-        "generator": Field(STR, nullable=True,
-                           help="checkpoint path (.pkl NVlabs TF / ada / stylegan3, .pt rosinality) or builtin:NAME"),
-        "truncation_psi": Field(FLOAT, min=0.0, max=2.0, help="w_avg + psi (w - w_avg); seed 002's code used 0.7"),
-        "truncation_cutoff": Field(INT, min=1, nullable=True, help="truncate only layers [0, cutoff); null = all"),
-        "noise_mode": Field(STR, choices=("const", "none"), help="'const' = stored noise; 'random' is not reproducible"),
-    },
-    "render": {
-        "op": Field(STR, choices=("style-mix", "morph"), help="triplet target: style mixing or (w1 + w2) / 2"),
-        "n": Field(INT, min=1, help="number of samples"),
-        "seed": Field(INT, min=0, max=2 ** 32 - 1, help="base seed; sample i uses seeds seed + 2i, seed + 2i + 1"),
-        "shard_size": Field(INT, min=1, help="samples per shard (the unit of resume and of rank splitting)"),
-        "mix": Field(STR + INT, help="layers from the 2nd latent: 'crossover:K' (seed 000: K=4), coarse|middle|fine"),
-        "png_compress_level": Field(INT, min=0, max=9, help="zlib level of the PNGs (changes bytes, not pixels)"),
-    },
-    "sample": {
-        "n": Field(INT, min=4, help="latents to classify for the direction (seed 002 code: 5000; InterFaceGAN: far more)"),
-        "seed": Field(INT, min=0, max=2 ** 32 - 1, help="sample i uses seed sample.seed + i"),
-        "resolution": Field(INT, min=16, help="classification resolution (images are area-downsampled to it)"),
-    },
-    "attribute": {
-        "name": Field(STR, help="classifier output the task edits: gender, age_bin, brightness, ..."),
-        "classifier": Field(STR, help="face | gender | age | face-attributes | brightness | hue | saturation | module:Class"),
-        "kind": Field(STR, choices=("probability", "continuous", "bins"), help="how values become classes"),
-        "class_names": Field(LIST, help="names of class 0 and class 1, e.g. [female, male]"),
-        "min_confidence": Field(FLOAT, min=0.0, max=1.0, help="both images of a pair need this confidence (0.9)"),
-        "min_face_probability": Field(FLOAT, min=0.0, max=1.0, nullable=True,
-                                      help="face filter (0.99); null for teachers that are not faces"),
-        "quantiles": Field(LIST, help="continuous attributes: class 0 below q0, class 1 above q1"),
-        "age_bin_edges": Field(LIST, help="age bin edges in years"),
-    },
-    "classify": {
-        "part_size": Field(INT, min=1, help="samples per resumable classification part"),
-    },
-    "directions": {
-        "method": Field(STR, choices=("mean-diff", "logreg", "svm"), help="mean-diff = seed 002, svm = InterFaceGAN"),
-        "layers": Field(LIST, help="[start, end): ws layers the edit applies to (seed 002 code: [0, 8])"),
-        "condition_on": Field(LIST, help="other classifier outputs whose directions are projected out (InterFaceGAN)"),
-        "age_steps": Field(LIST, help="bin offsets for bins attributes (seed 002: [2, -2])"),
-        "min_count": Field(INT, min=2, help="bins attributes: samples a bin needs to have a centre"),
-        "test_fraction": Field(FLOAT, min=0.05, max=0.5, help="held-out share for the reported accuracy"),
-    },
-    "pairs": {
-        "n": Field(INT, min=1, help="candidate latents; kept pairs are fewer (see the card's pass rate)"),
-        "seed": Field(INT, min=0, max=2 ** 32 - 1, help="candidate i uses seed pairs.seed + i"),
-        "shard_size": Field(INT, min=1, help="candidates per shard"),
-        "steps": Field(LIST, help="edit strengths t in w + t * scale * delta (seed 002: -1, -1/2, 0, 1/2, 1)"),
-        "scale": Field(FLOAT, min=0.0, help="multiplier of the direction"),
-        "png_compress_level": Field(INT, min=0, max=9, help="zlib level of the PNGs"),
-    },
-    "card": {
-        "license": Field(STR, help="licence of the teacher (it binds the generated images)"),
-        "description": Field(STR, help="free text for the dataset card"),
-    },
-    # Runtime knobs: never part of a fingerprint (see dag.NON_SEMANTIC).
-    "runtime": {
-        "device": Field(STR, help="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'"),
-        "batch_size": Field(INT, min=1, help="images per generator forward on CUDA (part of the fingerprint there); "
-                                             "CPU forwards have a fixed size, so on CPU it changes nothing"),
-        "encode_workers": Field(INT, min=0, max=256, nullable=True,
-                                help="PNG encoder threads; null = auto (1 on CPU, cores - 2 on CUDA); 0 = inline; "
-                                     "output bytes do not depend on it"),
-        "progress": Field(BOOL, help="show tqdm progress bars"),
-    },
-}
+    generator: str | None = None
+    """Checkpoint path (.pkl NVlabs TF / stylegan2-ada / stylegan3, .pt rosinality) or ``builtin:random-64``;
+    required. Its sha256 enters fingerprints, not its path."""
+    truncation_psi: float = 0.7
+    """``w_avg + psi (w - w_avg)`` in [0, 2]; 1 = no truncation. Default 0.7: seed 002's released code."""
+    truncation_cutoff: int | None = None
+    """Truncate only ws layers ``[0, cutoff)``, >= 1; null (default) = every layer."""
+    noise_mode: str = "const"
+    """``const`` (the generator's stored noise: a source image and its edit share noise) or ``none``;
+    ``random`` is refused (samples would not be reproducible)."""
 
-TASK_KEYS = {"stages", "description"}
+    def __post_init__(self) -> None:
+        check_range("teacher.truncation_psi", self.truncation_psi, 0.0, 2.0)
+        check_range("teacher.truncation_cutoff", self.truncation_cutoff, 1)
+        check_choice("teacher.noise_mode", self.noise_mode, ("const", "none"))
 
 
-def load_yaml(path: Path) -> dict:
-    """Parse a YAML mapping. Raises ConfigError for a missing file, bad YAML or a non-mapping document."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file '{path}' does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping, got {type(data).__name__}")
-    return data
+@dataclass
+class RenderConfig:
+    """``render``: triplet tasks (style-mix, morph), seed 000 Sec. 3.1 / seed 002 Sec. 5."""
+
+    op: str = "style-mix"
+    """Target ``y``: ``style-mix`` (w1 on early layers, w2 after) or ``morph`` (``G((w1 + w2) / 2)``)."""
+    n: int = 1000
+    """Number of triplets, 1 to 10**8."""
+    seed: int = 0
+    """Base seed in [0, 2**32 - 1]: sample i uses seeds ``seed + 2i`` (x1, content) and ``seed + 2i + 1`` (x2)."""
+    shard_size: int = 256
+    """Samples per shard (the unit of resume and of rank splitting), >= 1."""
+    mix: str | int = "crossover:4"
+    """Layers taken from x2's latent (style-mix only): ``crossover:K`` (seed 000: K = 4), coarse, middle, fine."""
+    png_compress_level: int = 1
+    """zlib level 0-9 of the PNGs (changes bytes and speed, not pixels)."""
+
+    def __post_init__(self) -> None:
+        check_choice("render.op", self.op, ("style-mix", "morph"))
+        _check_sharded("render", self)
 
 
-def _merge(base: dict, over: dict, where: str) -> dict:
-    out = copy.deepcopy(base)
-    for section, values in (over or {}).items():
-        if not isinstance(values, dict):
-            if section in TASK_KEYS:
-                out[section] = values
-                continue
-            raise ConfigError(f"{where}: section '{section}' must be a mapping, got {values!r}")
-        out.setdefault(section, {}).update(copy.deepcopy(values))
-    return out
+@dataclass
+class SampleConfig:
+    """``sample``: pair tasks, the latents classified to find the direction (seed 002 step 1)."""
+
+    n: int = 10000
+    """Latents to classify, 4 to 10**8. Seed 002's code used 5000; InterFaceGAN advises far more."""
+    seed: int = 100000000
+    """Sample i uses seed ``seed + i``, in [0, 2**32 - 1]; distinct from the pair seeds by default."""
+    resolution: int = 256
+    """Classification resolution in pixels (>= 16); larger teacher images are area-downsampled to it."""
+
+    def __post_init__(self) -> None:
+        check_range("sample.n", self.n, 4, MAX_ITEMS, hint="; classify fewer latents")
+        check_range("sample.seed", self.seed, 0, MAX_SEED)
+        check_range("sample.resolution", self.resolution, 16)
 
 
-def parse_set(item: str) -> tuple[str, str, Any]:
-    """``'render.shard_size=100'`` -> ``('render', 'shard_size', 100)`` (value parsed as YAML)."""
-    if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. render.shard_size=100")
-    key, raw = item.split("=", 1)
-    section, name = key.split(".", 1)
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    return section.strip(), name.strip(), value
+@dataclass
+class AttributeConfig:
+    """``attribute``: which classifier output a pair task edits and how values become classes (seed 002 step 3)."""
+
+    name: str = "gender"
+    """Classifier output the task edits: gender, age_bin, brightness, ..."""
+    classifier: str = "gender"
+    """face | gender | age | face-attributes | brightness | hue | saturation | ``module:Class``."""
+    kind: str = "probability"
+    """``probability`` (P(class 1) >= 0.5), ``continuous`` (quantile thresholds) or ``bins`` (age bins)."""
+    class_names: list = field(default_factory=lambda: ["female", "male"])
+    """Names of class 0 and class 1, e.g. [female, male]."""
+    min_confidence: float = 0.9
+    """Both images of a pair need at least this confidence, in [0, 1]."""
+    min_face_probability: float | None = 0.99
+    """Face-detector probability a sample needs, in [0, 1]; null for teachers that do not draw faces."""
+    quantiles: list = field(default_factory=lambda: [0.3, 0.7])
+    """``continuous``: class 0 below the q0 quantile of the classified sample, class 1 above q1 (0 <= q0 <= q1 <= 1)."""
+    age_bin_edges: list = field(default_factory=lambda: [0, 15, 25, 35, 45, 55, 65, 200])
+    """Age bin edges in years, >= 3 strictly increasing (bins ``[e_k, e_k+1)``)."""
+
+    def __post_init__(self) -> None:
+        check_choice("attribute.kind", self.kind, ("probability", "continuous", "bins"))
+        if len(self.class_names) != 2 or not all(isinstance(c, str) for c in self.class_names):
+            raise ConfigError(f"attribute.class_names={self.class_names!r} must be two names, e.g. [female, male]")
+        check_range("attribute.min_confidence", self.min_confidence, 0.0, 1.0)
+        check_range("attribute.min_face_probability", self.min_face_probability, 0.0, 1.0)
+        check_numbers("attribute.quantiles", self.quantiles, 2)
+        if not 0 <= self.quantiles[0] <= self.quantiles[1] <= 1:
+            raise ConfigError(f"attribute.quantiles={self.quantiles!r} must be [q0, q1] with 0 <= q0 <= q1 <= 1")
+        check_numbers("attribute.age_bin_edges", self.age_bin_edges)
+        if len(self.age_bin_edges) < 3 or sorted(set(self.age_bin_edges)) != list(self.age_bin_edges):
+            raise ConfigError(f"attribute.age_bin_edges={self.age_bin_edges!r} must be >= 3 strictly increasing "
+                              "numbers (years)")
+
+
+@dataclass
+class ClassifyConfig:
+    """``classify``: resumable classification of the sampled latents."""
+
+    part_size: int = 1000
+    """Samples per resumable parquet part, >= 1."""
+
+    def __post_init__(self) -> None:
+        check_range("classify.part_size", self.part_size, 1)
+
+
+@dataclass
+class DirectionsConfig:
+    """``directions``: the attribute's direction in W (seed 002 step 4; InterFaceGAN for svm / conditioning)."""
+
+    method: str = "mean-diff"
+    """``mean-diff`` (seed 002: difference of class centres), ``logreg`` (seed 002's released code) or
+    ``svm`` (InterFaceGAN)."""
+    layers: list = field(default_factory=lambda: [0, 8])
+    """``[start, end)``: the ws layers the edit applies to (seed 002's code: layers 0-7)."""
+    condition_on: list = field(default_factory=list)
+    """Other classifier outputs whose directions are projected out (InterFaceGAN conditional manipulation)."""
+    age_steps: list = field(default_factory=lambda: [2, -2])
+    """``bins`` attributes: bin offsets of the edits (seed 002: "+2 bins" / "-2 bins")."""
+    min_count: int = 10
+    """``bins`` attributes: samples a bin needs to have a centre, >= 2."""
+    test_fraction: float = 0.2
+    """Held-out share for the reported accuracy, in [0.05, 0.5]."""
+
+    def __post_init__(self) -> None:
+        check_choice("directions.method", self.method, ("mean-diff", "logreg", "svm"))
+        layers = self.layers
+        if len(layers) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in layers) \
+                or not 0 <= layers[0] < layers[1]:
+            raise ConfigError(f"directions.layers={layers!r} must be [start, end) with 0 <= start < end")
+        if not all(isinstance(c, str) for c in self.condition_on):
+            raise ConfigError(f"directions.condition_on={self.condition_on!r} must be a list of attribute names")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s != 0 for s in self.age_steps):
+            raise ConfigError(f"directions.age_steps={self.age_steps!r} must be non-zero integers, e.g. [2, -2]")
+        check_range("directions.min_count", self.min_count, 2)
+        check_range("directions.test_fraction", self.test_fraction, 0.05, 0.5)
+
+
+@dataclass
+class PairsConfig:
+    """``pairs``: render, classify and select attribute pairs (seed 002 steps 5-7)."""
+
+    n: int = 1000
+    """Candidate latents, 1 to 10**8; kept pairs are fewer (the card reports the pass rate)."""
+    seed: int = 0
+    """Candidate i uses seed ``seed + i``, in [0, 2**32 - 1]."""
+    shard_size: int = 256
+    """Candidates per shard, >= 1."""
+    steps: list = field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.5, 1.0])
+    """Edit strengths t in ``w + t * scale * delta``, >= 2 increasing numbers (seed 002: -1, -1/2, 0, 1/2, 1)."""
+    scale: float = 1.0
+    """Multiplier of the direction, >= 0."""
+    png_compress_level: int = 1
+    """zlib level 0-9 of the PNGs."""
+
+    def __post_init__(self) -> None:
+        _check_sharded("pairs", self)
+        check_numbers("pairs.steps", self.steps)
+        if len(self.steps) < 2 or sorted(self.steps) != list(self.steps):
+            raise ConfigError(f"pairs.steps={self.steps!r} must be >= 2 increasing numbers, e.g. [-1, -0.5, 0, 0.5, 1]")
+        check_range("pairs.scale", self.scale, 0.0)
+
+
+@dataclass
+class CardConfig:
+    """``card``: text of the dataset card."""
+
+    license: str = ("Same licence as the teacher checkpoint (e.g. NVIDIA Source Code License-NC for FFHQ "
+                    "StyleGAN2)")
+    """Licence of the teacher (it binds the generated images)."""
+    description: str = ""
+    """Free text for the dataset card (empty: the task's description)."""
+
+
+@dataclass
+class RuntimeConfig:
+    """``runtime``: how fast and how verbosely outputs are made; never in a fingerprint (batch_size is, on CUDA)."""
+
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    batch_size: int = 16
+    """Images per generator forward on CUDA (part of the fingerprint there), >= 1; CPU forwards have a fixed
+    size (render.cpu_compute_batch), so on CPU it changes nothing."""
+    encode_workers: int | None = None
+    """PNG encoder threads in [0, 256]; null = auto (1 on CPU, cores - 2 on CUDA); 0 = inline. Output bytes do
+    not depend on it."""
+    progress: bool = True
+    """Show tqdm progress bars."""
+
+    def __post_init__(self) -> None:
+        check_range("runtime.batch_size", self.batch_size, 1)
+        check_range("runtime.encode_workers", self.encode_workers, 0, 256)
+
+
+@dataclass
+class PipelineConfig:
+    """The resolved config of one task: its name, stages, description and one object per section."""
+
+    task: str = ""
+    """Task name (a key of ``tasks`` in stages.yaml)."""
+    stages: list = field(default_factory=list)
+    """Stage names in run order."""
+    description: str = ""
+    """The task's one-line description."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """See :class:`TeacherConfig`."""
+    render: RenderConfig = field(default_factory=RenderConfig)
+    """See :class:`RenderConfig`."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    """See :class:`SampleConfig`."""
+    attribute: AttributeConfig = field(default_factory=AttributeConfig)
+    """See :class:`AttributeConfig`."""
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    """See :class:`ClassifyConfig`."""
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
+    """See :class:`DirectionsConfig`."""
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    """See :class:`PairsConfig`."""
+    card: CardConfig = field(default_factory=CardConfig)
+    """See :class:`CardConfig`."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """See :class:`RuntimeConfig`."""
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError(f"task {self.task!r} declares no stages in stages.yaml")
+
+    def section(self, name: str) -> Any:
+        """The section object called ``name`` (``'render'`` -> :class:`RenderConfig`)."""
+        return getattr(self, name)
+
+    def to_dict(self) -> dict:
+        """Nested plain dict (what ``OUT/<task>/config.yaml`` holds); :func:`from_dict` reads it back."""
+        return config_to_dict(self)
+
+    def unused_keys(self) -> dict[str, str]:
+        """Fields this config's own values make meaningless, with why: ``{'render.mix': '...'}``."""
+        out = {}
+        if self.render.op != "style-mix":
+            out["render.mix"] = f"render.op={self.render.op} does not mix layers (y = G((w1 + w2) / 2))"
+        if self.attribute.kind != "bins":
+            for key in ("directions.age_steps", "directions.min_count"):
+                out[key] = f"attribute.kind={self.attribute.kind} has no age bins"
+        if self.attribute.kind != "continuous":
+            out["attribute.quantiles"] = f"attribute.kind={self.attribute.kind} has no quantile thresholds"
+        return out
+
+
+SECTIONS = tuple(name for name in PipelineConfig.__dataclass_fields__ if name not in ("task", "stages", "description"))
+
+
+def from_dict(data: Mapping[str, Any]) -> PipelineConfig:
+    """A :class:`PipelineConfig` from its :meth:`PipelineConfig.to_dict` form (e.g. a saved ``config.yaml``)."""
+    return build(PipelineConfig, data)
+
+
+def section_help() -> dict[str, dict[str, str]]:
+    """``{section: {key: docstring}}`` of every pipeline field (for ``--help`` and the README)."""
+    fields = PipelineConfig.__dataclass_fields__
+    return {name: field_docs(fields[name].default_factory) for name in SECTIONS}
 
 
 def resolve_config(task: str, stages_yaml: Path | None = None, config_file: Path | None = None,
-                   overrides: list[str] | None = None, cli: dict | None = None) -> dict:
+                   overrides: list[str] | None = None, cli: Mapping[str, Any] | None = None,
+                   cli_names: Mapping[str, str] | None = None,
+                   used_sections: Callable[[list[str]], Iterable[str]] | None = None) -> PipelineConfig:
     """Resolve and validate the config of ``task``.
 
-    Order (later wins): ``stages.yaml`` ``defaults`` < ``tasks.<task>`` < ``config_file`` < ``overrides``
-    (``--set section.key=value``) < ``cli`` (``{section: {key: value}}`` from dedicated CLI options).
-    Returns ``{'task': task, 'stages': [...], <section>: {...}}``.
+    Order (later wins): dataclass defaults < ``stages.yaml`` ``defaults`` < ``tasks.<task>`` < ``config_file`` <
+    ``overrides`` (``--set section.key=value``) < ``cli`` (dedicated CLI options, ``{section: {key: value}}`` or
+    ``{"section.key": value}``; None = not given). The ``--set`` values are validated on their own before the
+    CLI options are applied, so a bad ``--set`` value is an error even when an option overrides it.
 
+    Args:
+        cli_names: option names of ``cli`` keys for error messages (``{"render.n": "-n"}``).
+        used_sections: stage names -> the config sections those stages read; given, a ``--set`` or CLI value
+            in a section the task never reads, or one its own values make meaningless (``--mix`` on morph), is
+            an error instead of being silently ignored.
     Raises:
-        ConfigError: unknown task (lists the known ones), unknown section/key, bad type or value.
+        ConfigError: unknown task (lists the known ones), unknown section/key, bad type or value, NaN/inf, an
+            option the task ignores.
     """
-    spec = load_yaml(stages_yaml or DEFAULT_STAGES_YAML)
-    tasks = spec.get("tasks", {})
+    spec = load_yaml(stages_yaml or DEFAULT_STAGES_YAML, "stages file")
+    tasks = spec.get("tasks") or {}
     if task not in tasks:
         raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(sorted(tasks))}")
-    cfg = _merge(spec.get("defaults", {}), tasks[task], f"stages.yaml tasks.{task}")
+    values = merge({"task": task}, _flat(spec.get("defaults") or {}, "stages.yaml defaults"))
+    values = merge(values, _flat(tasks[task], f"stages.yaml tasks.{task}"))
     if config_file is not None:
-        cfg = _merge(cfg, load_yaml(config_file), str(config_file))
-    for item in overrides or []:
-        section, name, value = parse_set(item)
-        cfg.setdefault(section, {})[name] = value
-    for section, values in (cli or {}).items():
-        for name, value in values.items():
-            if value is not None:
-                cfg.setdefault(section, {})[name] = value
-    return validate(task, cfg)
+        values = merge(values, _flat(load_yaml(config_file), str(config_file)))
+    sets = parse_set(overrides)
+    values = merge(values, sets)
+    build(PipelineConfig, values)  # every --set value checked, even one a CLI option replaces below
+    given = {k: v for k, v in flatten(cli or {}).items() if v is not None}
+    cfg = build(PipelineConfig, merge(values, given))
+    if used_sections is not None:
+        _refuse_ignored(cfg, {**{k: f"--set {k}" for k in sets}, **{k: _option(k, cli_names) for k in given}},
+                        set(used_sections(cfg.stages)))
+    return cfg
 
 
-def validate(task: str, cfg: dict) -> dict:
-    """Check every section/key against :data:`SCHEMA`; return a normalised copy (ints widened to floats, ...)."""
-    out = {"task": task, "stages": list(cfg.get("stages") or []), "description": cfg.get("description", "")}
-    if not out["stages"]:
-        raise ConfigError(f"task {task!r} declares no stages in stages.yaml")
-    for section, values in cfg.items():
-        if section in TASK_KEYS:
+def _flat(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+    for section, values in doc.items():
+        if section in SECTIONS and not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: section '{section}' must be a mapping, got {values!r}")
+    return flatten(doc)
+
+
+def _option(key: str, names: Mapping[str, str] | None) -> str:
+    name = (names or {}).get(key)
+    return f"{name} ({key})" if name else key
+
+
+def _refuse_ignored(cfg: PipelineConfig, given: dict[str, str], used: set[str]) -> None:
+    """Raise ConfigError for the first given key the task does not read (see :func:`resolve_config`)."""
+    unused = cfg.unused_keys()
+    for key, shown in given.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
             continue
-        if section not in SCHEMA:
-            raise ConfigError(f"unknown config section '{section}'; known: {', '.join(SCHEMA)}")
-        fields = SCHEMA[section]
-        checked = {}
-        for name, value in values.items():
-            if name not in fields:
-                raise ConfigError(f"unknown config key '{section}.{name}'; known keys: {', '.join(fields)}")
-            checked[name] = fields[name].check(f"{section}.{name}", value)
-        missing = [n for n, f in fields.items() if n not in checked and not f.nullable]
-        if missing:
-            raise ConfigError(f"config section '{section}' lacks {', '.join(missing)} (add them to stages.yaml defaults)")
-        for n, f in fields.items():
-            checked.setdefault(n, None)
-        out[section] = checked
-    return out
+        if section not in used:
+            instead = [f"{s}.{name}" for s in SECTIONS if s in used and name in cfg.section(s).__dataclass_fields__]
+            hint = f"; use --set {' or --set '.join(instead)}" if instead else ""
+            raise ConfigError(f"{shown} is not used by task {cfg.task!r} (stages: {', '.join(cfg.stages)}){hint}")
+        if key in unused:
+            raise ConfigError(f"{shown} is not used by task {cfg.task!r}: {unused[key]}; drop it")

@@ -11,39 +11,38 @@ import torch
 import yaml
 
 import kdpipe
-from kdpipe.pipeline.config import resolve_config
-from kdpipe.pipeline.runner.dag import Context, Decision, run_stages, stage_status, world_from_env
+from kdpipe.devices import resolve_device
 from kdpipe.errors import ConfigError
-from kdpipe.fsutil import atomic_write_bytes
-from kdpipe.pipeline.stages.tasks import build_stages
+from kdpipe.fsutil import atomic_write_text
+from kdpipe.config import load_yaml
+from kdpipe.pipeline.config import PipelineConfig, from_dict, resolve_config
+from kdpipe.pipeline.runner.dag import Decision, run_stages, stage_status, world_from_env
+from kdpipe.pipeline.runner.stage import Context
+from kdpipe.pipeline.stages.tasks import build_stages, used_sections
 from kdpipe.pipeline.teacher.load import load_teacher
 
-
-def resolve_device(spec: str) -> torch.device:
-    """``'auto'`` -> cuda if available else cpu; ``'cuda'`` without a GPU -> ConfigError."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"runtime.device: {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device: {spec!r} asked for but no CUDA device is visible; use --device cpu")
-    return device
+# What each dedicated `kdpipe generate` option sets (named in errors: "-n (render.n) is not used by ...").
+CLI_OPTIONS = {"teacher.generator": "--generator", "teacher.truncation_psi": "--truncation-psi", "render.n": "-n",
+               "render.seed": "--seed", "render.mix": "--mix", "runtime.device": "--device",
+               "runtime.batch_size": "--batch-size", "runtime.encode_workers": "--workers",
+               "runtime.progress": "--progress"}
 
 
-def make_context(cfg: dict, out_root: Path, log=print) -> Context:
-    """Validate the device and load the teacher (so a bad ``--generator`` fails before anything is written)."""
-    device = resolve_device(cfg["runtime"]["device"])
-    if not cfg["teacher"]["generator"]:
+def make_context(cfg: PipelineConfig, out: Path, log=print) -> Context:
+    """Check ranks and device, load the teacher (so a bad ``--generator`` fails before anything is written).
+
+    Args:
+        out: the task's output directory ``OUT/<task>``.
+    Raises:
+        ConfigError: no teacher named, a bad device or bad rank variables; CheckpointError: unloadable teacher.
+    """
+    rank, world = world_from_env()
+    device = resolve_device(cfg.runtime.device, field="runtime.device")
+    if not cfg.teacher.generator:
         raise ConfigError("no teacher: pass --generator PATH (a StyleGAN2 .pkl or .pt), or --generator "
                           "builtin:random-64 for an untrained smoke-test teacher")
-    teacher = load_teacher(cfg["teacher"]["generator"], device)
-    rank, world = world_from_env()
-    ctx = Context(cfg=cfg, out=Path(out_root) / cfg["task"], device=device, teacher_sha256=teacher.sha256,
-                  load_teacher=lambda: teacher, rank=rank, world_size=world, log=log)
-    ctx._teacher = teacher
-    return ctx
+    teacher = load_teacher(cfg.teacher.generator, device)
+    return Context(cfg=cfg, out=Path(out), device=device, teacher=teacher, rank=rank, world_size=world, log=log)
 
 
 def generate(task: str, out_root: Path, config_file: Path | None = None, overrides: list[str] | None = None,
@@ -54,15 +53,15 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     Raises:
         KdpipeError subclasses for bad config, teacher, or a concurrent run on the same output.
     """
-    cfg = resolve_config(task, config_file=config_file, overrides=overrides, cli=cli)
-    ctx = make_context(cfg, out_root, log)
-    stages = build_stages(cfg)
+    cfg = resolve_config(task, config_file=config_file, overrides=overrides, cli=cli, cli_names=CLI_OPTIONS,
+                         used_sections=used_sections)
+    stages = build_stages(cfg.task, cfg.stages)
+    ctx = make_context(cfg, Path(out_root) / cfg.task, log)
     for stage in stages:
-        if hasattr(stage, "validate"):
-            stage.validate(cfg, ctx.teacher())
+        stage.validate(cfg, ctx.teacher)
     if not dry_run:  # saved first, so `kdpipe status` works on an interrupted run too
         ctx.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(ctx.out / "config.yaml", yaml.safe_dump(cfg, sort_keys=True).encode())
+        atomic_write_text(ctx.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     t0 = time.time()
     decisions = run_stages(stages, ctx, dry_run=dry_run)
     if dry_run:
@@ -70,14 +69,14 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     run = {"task": task, "kdpipe_version": kdpipe.__version__, "torch": torch.__version__,
            "python": platform.python_version(), "device": str(ctx.device), "rank": ctx.rank,
            "world_size": ctx.world_size, "seconds": round(time.time() - t0, 3),
-           "teacher": ctx.teacher().name, "teacher_sha256": ctx.teacher_sha256, "stages": []}
+           "teacher": ctx.teacher.name, "teacher_sha256": ctx.teacher.sha256, "stages": []}
     for d in decisions:
         state = ctx.out / "stages" / f"{d.stage}.json"
         summary = json.loads(state.read_text()).get("summary") if state.exists() else None
         run["stages"].append({"stage": d.stage, "action": d.action, "reason": d.reason,
                               "fingerprint": d.fingerprint, "summary": summary})
     name = "run.json" if ctx.rank == 0 else f"run.rank{ctx.rank}.json"
-    atomic_write_bytes(ctx.out / name, json.dumps(run, indent=1, sort_keys=True).encode())
+    atomic_write_text(ctx.out / name, json.dumps(run, indent=1, sort_keys=True))
     return decisions
 
 
@@ -91,6 +90,6 @@ def status(out_dir: Path, log=print) -> list[dict]:
     cfg_path = out_dir / "config.yaml"
     if not cfg_path.exists():
         raise ConfigError(f"'{out_dir}' is not a kdpipe task directory (no config.yaml); pass OUT/<task>")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    ctx = make_context(cfg, out_dir.parent, log)
-    return stage_status(build_stages(cfg), ctx)
+    cfg = from_dict(load_yaml(cfg_path, "saved config"))
+    ctx = make_context(cfg, out_dir, log)
+    return stage_status(build_stages(cfg.task, cfg.stages), ctx)

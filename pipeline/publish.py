@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from kdpipe.errors import DatasetError
 from kdpipe.fsutil import file_sha256
-from kdpipe.pipeline.stages.reduce import MANIFEST, SUMS
+from kdpipe.pipeline.stages.card import SUMS
+from kdpipe.pipeline.stages.manifest import MANIFEST
 
 
 def _fs(url: str):

@@ -29,13 +29,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from kdpipe.images import to_uint8
 from kdpipe.pipeline.latents import z_from_seeds
 from kdpipe.pipeline.teacher.networks import Generator, default_fused_modconv
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """``[N, 3, H, W]`` float in [-1, 1] -> ``[N, H, W, 3]`` uint8 (NVlabs generate.py: ``x*127.5 + 128``, clamp)."""
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def cpu_compute_batch(resolution: int) -> int:
@@ -112,11 +108,10 @@ class Renderer:
             tune_host_allocator()
 
     @classmethod
-    def from_config(cls, G: Generator, device: torch.device, cfg: dict) -> "Renderer":
-        """The renderer a resolved config asks for (``teacher`` truncation / noise, ``runtime.batch_size``)."""
-        tc = cfg["teacher"]
-        return cls(G, device, tc["truncation_psi"], tc["truncation_cutoff"], tc["noise_mode"],
-                   cfg["runtime"]["batch_size"])
+    def from_config(cls, G: Generator, device: torch.device, teacher, batch_size: int) -> "Renderer":
+        """The renderer a task asks for: ``teacher`` is its :class:`kdpipe.pipeline.config.TeacherConfig`
+        (truncation, noise mode), ``batch_size`` its ``runtime.batch_size``."""
+        return cls(G, device, teacher.truncation_psi, teacher.truncation_cutoff, teacher.noise_mode, batch_size)
 
     def _forward(self, x: torch.Tensor,
                  fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:

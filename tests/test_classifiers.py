@@ -242,7 +242,7 @@ def test_classify_files(tmp_path, faces, astronaut):
     assert w["attributes"]["gender"] == {"value": None, "confidence": 0.0}
     assert w["attributes"]["brightness"]["value"] == pytest.approx(1.0)
     (tmp_path / "bad.png").write_text("not an image")
-    with pytest.raises(ClassifierError, match="cannot read image .*bad.png"):
+    with pytest.raises(KdpipeError, match="image .*bad.png' cannot be decoded"):
         classify_files([tmp_path / "astronaut.png", tmp_path / "bad.png"], [faces])
-    with pytest.raises(ClassifierError, match="does not exist"):
+    with pytest.raises(KdpipeError, match="missing.png' cannot be read"):
         classify_files([tmp_path / "missing.png"], [faces])

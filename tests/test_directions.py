@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
+from kdpipe.pipeline.attributes.age_bins import age_bin_directions
 from kdpipe.pipeline.attributes.directions import (
+    LOGREG_STEP,
     METHODS,
     Direction,
     DirectionError,
-    age_bin_directions,
     binary_labels,
     find_direction,
     project_out,
@@ -48,14 +49,52 @@ def test_planted_direction_recovered(method):
     assert _cos(back.vector, d) <= -0.95
 
 
-def test_mean_diff_is_centre_difference_and_unit_normals():
-    w, d, score = _planted(n=400)
-    labels = (score > 0).astype(np.int64)
-    md = find_direction(w, labels, method="mean-diff")
+def _anisotropic(n=4000, seed=0):
+    """Two Gaussian classes with a shared, strongly anisotropic covariance: the class-mean difference (mean-diff)
+    and the discriminative normal Sigma^-1 (mu1 - mu0) (what logreg and a linear SVM estimate) point apart."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((W_DIM, W_DIM)))
+    scales = np.geomspace(3.0, 0.1, W_DIM)  # std per principal axis
+    cov = basis @ np.diag(scales ** 2) @ basis.T
+    gap = basis @ (np.ones(W_DIM) * 0.3)  # mean difference spread over every axis
+    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    z = rng.standard_normal((n, W_DIM)) * scales
+    w = (z @ basis.T + np.outer(labels, gap)).astype(np.float32)
+    return w, labels, gap, np.linalg.solve(cov, gap)
+
+
+def test_methods_differ_on_anisotropic_w_and_each_matches_its_own_definition():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    w, labels, gap, fisher = _anisotropic()
+    md, lr, sv = (find_direction(w, labels, method=m) for m in METHODS)
+    # mean-diff: the closed form, the difference of class centres (seed 002 step 4).
     np.testing.assert_allclose(md.vector, w[labels == 1].mean(0) - w[labels == 0].mean(0), atol=1e-5)
     assert md.report["centre_gap"] == pytest.approx(md.report["norm"], rel=1e-6)
-    for method in ("logreg", "svm"):
-        assert np.linalg.norm(find_direction(w, labels, method=method).vector) == pytest.approx(1.0, abs=1e-5)
+    assert _cos(md.vector, gap) > 0.99 and _cos(md.vector, fisher) < 0.6
+    # logreg: seed 002's released code, 1.5 * raw coef_ of a class-balanced logistic regression.
+    ref = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=0).fit(w.astype(np.float64), labels)
+    np.testing.assert_allclose(lr.vector, LOGREG_STEP * ref.coef_[0], rtol=1e-5, atol=1e-6)
+    assert _cos(lr.vector, fisher) > 0.93
+    # svm: unit normal of scikit-learn's LinearSVC hyperplane (InterFaceGAN).
+    svc = LinearSVC(C=1.0, dual="auto", max_iter=20000, random_state=0).fit(w.astype(np.float64), labels)
+    np.testing.assert_allclose(sv.vector, svc.coef_[0] / np.linalg.norm(svc.coef_[0]), atol=1e-5)
+    assert np.linalg.norm(sv.vector) == pytest.approx(1.0, abs=1e-5) and _cos(sv.vector, fisher) > 0.97
+    # The three really differ here (on isotropic w they would coincide).
+    assert _cos(md.vector, lr.vector) < 0.7 and _cos(md.vector, sv.vector) < 0.7
+    assert min(lr.report["held_out_accuracy"], sv.report["held_out_accuracy"]) > md.report["held_out_accuracy"] + 0.1
+
+
+def test_logreg_weights_classes_equally():
+    w, labels, _, _ = _anisotropic(n=3000, seed=1)
+    keep = (labels == 1) | (np.arange(len(labels)) % 6 == 0)  # class 0 kept at ~1/6: imbalanced 1:6
+    w, labels = w[keep], labels[keep]
+    from sklearn.linear_model import LogisticRegression
+
+    plain = LogisticRegression(max_iter=2000, random_state=0).fit(w.astype(np.float64), labels)
+    got = find_direction(w, labels, method="logreg")
+    assert not np.allclose(got.vector, LOGREG_STEP * plain.coef_[0], rtol=1e-3)  # not the unweighted fit
 
 
 def test_confidence_selection_and_determinism():

@@ -7,7 +7,8 @@ import torch
 from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, z_from_seeds
 from kdpipe.errors import ConfigError
 from kdpipe.pipeline.teacher.networks import Generator
-from kdpipe.pipeline.render import Renderer, to_uint8
+from kdpipe.images import to_uint8
+from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.teacher.load import build_builtin
 
 # G.synthesis(G.mapping(z(seed 0), psi=0.7)) of builtin:random-32, pixels [0, :, 10:13, 10:13] (pinned 2026-11).

@@ -29,18 +29,20 @@ def test_fingerprint_ignores_runtime_knobs_only(monkeypatch):
                             "teacher": ("generator",)}
     import torch
 
+    from dataclasses import replace
+
     cfg = resolve_config("style-mix")
     stage, cpu = TripletRender(), torch.device("cpu")
     fp = fingerprint(stage, cfg, {}, "sha", cpu)
     for key, value in (("batch_size", 3), ("encode_workers", 0), ("progress", False), ("device", "cpu")):
-        changed = dict(cfg, runtime=dict(cfg["runtime"], **{key: value}))
+        changed = replace(cfg, runtime=replace(cfg.runtime, **{key: value}))
         assert fingerprint(stage, changed, {}, "sha", cpu) == fp, key
     for section, key, value in (("render", "n", 7), ("render", "mix", "fine"), ("teacher", "truncation_psi", 0.5),
                                 ("render", "png_compress_level", 6)):
-        changed = dict(cfg, **{section: dict(cfg[section], **{key: value})})
+        changed = replace(cfg, **{section: replace(cfg.section(section), **{key: value})})
         assert fingerprint(stage, changed, {}, "sha", cpu) != fp, key
     assert fingerprint(stage, cfg, {}, "other-teacher", cpu) != fp  # the teacher counts by content...
-    moved = dict(cfg, teacher=dict(cfg["teacher"], generator="/elsewhere/same-file.pkl"))
+    moved = replace(cfg, teacher=replace(cfg.teacher, generator="/elsewhere/same-file.pkl"))
     assert fingerprint(stage, moved, {}, "sha", cpu) == fp  # ...not by path
     assert "runtime" not in semantic_config(stage, cfg)
     # What picks float kernels counts: torch threads on CPU; on a GPU its model and the batch size.
@@ -53,7 +55,7 @@ def test_fingerprint_ignores_runtime_knobs_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
     cuda = torch.device("cuda")
     assert fingerprint(stage, cfg, {}, "sha", cuda) != fp
-    assert fingerprint(stage, dict(cfg, runtime=dict(cfg["runtime"], batch_size=3)), {}, "sha", cuda) != \
+    assert fingerprint(stage, replace(cfg, runtime=replace(cfg.runtime, batch_size=3)), {}, "sha", cuda) != \
         fingerprint(stage, cfg, {}, "sha", cuda)
     cuda_fp = fingerprint(stage, cfg, {}, "sha", cuda)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
@@ -103,7 +105,7 @@ def test_sigkill_mid_shard_then_resume_is_byte_identical(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # kill while a shard is being written, after at least one is done
         done = len(list((shard_dir / ".done").glob("*.json"))) if (shard_dir / ".done").exists() else 0
-        if done >= 2 and list(shard_dir.glob("*.tar.tmp")):
+        if done >= 2 and list(shard_dir.glob("*.tar.*tmp")):
             break
         time.sleep(0.005)
     victim.send_signal(signal.SIGKILL)

@@ -9,7 +9,6 @@ NAME ...``.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import textwrap
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from kdpipe.config import field_docs
 from kdpipe.errors import ConfigError, KdpipeError, report_user_errors
 
 train_app = typer.Typer(help="Train a student (kdpipe train NAME --help lists its fields).", no_args_is_help=True,
@@ -32,24 +32,6 @@ SHARED: dict[str, str] = {
 
 
 # ------------------------------------------------------------------------------------------- field help
-
-def field_docs(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` of a dataclass: the string literal right under each field (litgpt / PEP 257 style)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
 
 def config_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
     """``[(dotted name, type, default, docstring)]`` of every leaf field of a nested config dataclass."""

@@ -7,16 +7,18 @@ mask [N] bool. Methods for moving from class ``source`` to class ``target``:
 - ``mean-diff`` (default; seed 002, step 4): class centres C_k = mean of the confidently
   classified w of class k; delta = C_target - C_source (not normalised: its length is the
   step from one class centre to the other, applied as w + delta, w + delta / 2, ...).
-- ``logreg``: logistic regression (scikit-learn) on the same samples, as in seed 002's
-  released code; unit normal of the decision hyperplane, pointing to ``target``.
+- ``logreg``: logistic regression as in seed 002's released code: scikit-learn
+  ``LogisticRegression(class_weight='balanced')`` on the same samples; the vector is the raw
+  (unnormalised) ``coef_`` times :data:`LOGREG_STEP` = 1.5, the released code's edit step, so
+  ``t = 1`` in ``pairs.steps`` is its edit ``w + 1.5 coef_``.
 - ``svm``: linear SVM (scikit-learn ``LinearSVC``; InterFaceGAN, Shen et al. CVPR 2020,
   ``train_boundary`` used ``SVC(kernel='linear')`` on the most confident samples, which
   gives the same hyperplane but scales quadratically in N); unit normal pointing to ``target``.
 
 ``project_out`` is InterFaceGAN's conditional manipulation (Sec. 2.2, Eq. 4 / its
 ``project_boundary``): remove the components along other attributes' directions so the
-result is orthogonal to them. ``age_bin_directions`` builds seed 002's per-bin vectors for
-"two bins older / younger" (step 5).
+result is orthogonal to them. Seed 002's per-bin age vectors ("two bins older / younger", step 5) are
+:mod:`kdpipe.pipeline.attributes.age_bins`.
 
 Every direction carries a JSON-serialisable report: class counts, held-out accuracy of the
 linear separation (the same method fit on a stratified train split with a fixed seed and
@@ -35,11 +37,10 @@ import numpy as np
 from kdpipe.errors import KdpipeError
 
 __all__ = [
+    "LOGREG_STEP",
     "METHODS",
-    "AgeBinDirections",
     "Direction",
     "DirectionError",
-    "age_bin_directions",
     "binary_labels",
     "find_direction",
     "project_out",
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 METHODS = ("mean-diff", "logreg", "svm")
+LOGREG_STEP = 1.5  # seed 002's released code moved latents by 1.5 * coef_ of its balanced logistic regression
 
 
 class DirectionError(KdpipeError):
@@ -161,7 +163,7 @@ def _fit(method: str, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarr
     if method == "logreg":
         from sklearn.linear_model import LogisticRegression
 
-        model = LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
+        model = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed).fit(x, y)
     elif method == "svm":
         from sklearn.svm import LinearSVC
 
@@ -172,7 +174,7 @@ def _fit(method: str, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarr
     norm = np.linalg.norm(coef)
     unit = coef / norm if norm > 0 else coef
     offset = float(-model.intercept_[0] / norm) if norm > 0 else 0.0
-    return unit, offset, unit
+    return (LOGREG_STEP * coef if method == "logreg" else unit), offset, unit
 
 
 def find_direction(
@@ -195,7 +197,8 @@ def find_direction(
     w: [N, w_dim] float32; labels: [N] int class per sample (-1 = unknown); confidence: [N]
     in [0, 1] (None = all 1); valid: [N] bool (None = all). Samples are chosen by
     ``select_confident`` and only classes source/target are used. method: 'mean-diff'
-    (vector = C_target - C_source, seed 002), 'logreg' or 'svm' (unit normal toward target).
+    (vector = C_target - C_source, seed 002), 'logreg' (1.5 * raw coef_ of a class-balanced
+    logistic regression, seed 002's released code) or 'svm' (unit normal toward target).
     Held-out accuracy: the method refit on a stratified (1 - test_fraction) split
     (scikit-learn train_test_split, random_state=seed) and tested on the rest; the returned
     vector is fit on all selected samples.
@@ -294,109 +297,3 @@ def project_out(
     )
     d = direction
     return Direction(d.attribute, d.method, d.source, d.target, out.astype(np.float32), report)
-
-
-@dataclass
-class AgeBinDirections:
-    """Per-bin vectors for "k bins older / younger" (seed 002 step 5).
-
-    steps: e.g. (2, -2). vectors: [n_bins, len(steps), w_dim] float32; vectors[k, j] moves a
-    latent of bin k to bin targets[k, j] (zeros where targets[k, j] == -1: no populated bin
-    in that direction). report: JSON-serialisable (counts per bin, per (bin, step) entries).
-    """
-
-    attribute: str
-    method: str
-    steps: tuple[int, ...]
-    vectors: np.ndarray
-    targets: np.ndarray
-    report: dict[str, Any]
-
-    def vector(self, bin_index: int, step: int) -> np.ndarray | None:
-        """The vector for a latent in ``bin_index`` moving ``step`` bins; None if no target bin."""
-        j = self.steps.index(step)
-        return None if self.targets[bin_index, j] < 0 else self.vectors[bin_index, j]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
-            "attribute": self.attribute,
-            "method": self.method,
-            "steps": list(self.steps),
-            "vectors": self.vectors.tolist(),
-            "targets": self.targets.tolist(),
-            "report": self.report,
-        }
-
-
-def age_bin_directions(
-    w: np.ndarray,
-    bins: np.ndarray,
-    *,
-    n_bins: int,
-    steps: Sequence[int] = (2, -2),
-    confidence: np.ndarray | None = None,
-    valid: np.ndarray | None = None,
-    min_confidence: float = 0.0,
-    min_count: int = 10,
-    method: str = "mean-diff",
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    attribute: str = "age",
-) -> AgeBinDirections:
-    """Seed 002's age vectors: for each source bin k and step s, delta = C_t - C_k.
-
-    w: [N, w_dim]; bins: [N] int bin index (-1 or NaN-derived = unknown); confidence / valid
-    as in find_direction. A bin is populated if it has >= min_count selected samples.
-    The target t is bin k + s when populated; at the edges or next to empty bins it is the
-    furthest populated bin between k (exclusive) and k + s in the step's direction, clipped
-    to [0, n_bins - 1] (so the oldest-but-one bin's "+2" goes one bin up); if none exists the
-    entry is absent (target -1, zero vector). Each entry is ``find_direction`` between bins k
-    and t (method default 'mean-diff' as in the paper).
-    Report: counts {bin: n}, min_count, steps, entries [{source, step, target, clipped,
-    held_out_accuracy, norm, centre_gap, counts}].
-    Raises DirectionError on bad shapes or if fewer than two bins are populated.
-    """
-    w = _check_w(w)
-    bins = _check_vec("bins", np.nan_to_num(np.asarray(bins, dtype=np.float64), nan=-1), w.shape[0], np.int64)
-    if bins.max(initial=-1) >= n_bins:
-        raise DirectionError(f"bin index {int(bins.max())} >= n_bins {n_bins}; pass n_bins = len(age_bin_edges) - 1")
-    steps = tuple(int(s) for s in steps)
-    if not steps or 0 in steps:
-        raise DirectionError(f"steps {list(steps)} must be non-zero bin offsets, e.g. (2, -2)")
-    keep = select_confident(bins, confidence, valid, min_confidence=min_confidence)
-    counts = np.bincount(bins[keep], minlength=n_bins)
-    populated = counts >= min_count
-    if populated.sum() < 2:
-        raise DirectionError(
-            f"{attribute!r}: fewer than 2 age bins have >= {min_count} confident samples (counts {counts.tolist()}); "
-            "lower min_count / min_confidence or classify more latents"
-        )
-    vectors = np.zeros((n_bins, len(steps), w.shape[1]), dtype=np.float32)
-    targets = np.full((n_bins, len(steps)), -1, dtype=np.int64)
-    entries = []
-    conf = None if confidence is None else np.asarray(confidence)
-    for k in np.flatnonzero(populated):
-        for j, s in enumerate(steps):
-            sign = 1 if s > 0 else -1
-            reach = range(int(np.clip(k + s, 0, n_bins - 1)), k, -sign)  # from k+s back toward k
-            t = next((b for b in reach if populated[b]), None)
-            if t is None:
-                continue
-            d = find_direction(
-                w, bins, source=int(k), target=int(t), method=method, confidence=conf, valid=valid,
-                min_confidence=min_confidence, test_fraction=test_fraction, seed=seed, attribute=attribute,
-            )
-            vectors[k, j], targets[k, j] = d.vector, t
-            r = d.report
-            entries.append({
-                "source": int(k), "step": s, "target": int(t), "clipped": bool(t != k + s),
-                "held_out_accuracy": r["held_out_accuracy"], "norm": r["norm"], "centre_gap": r["centre_gap"],
-                "counts": r["counts"],
-            })
-    report = {
-        "attribute": attribute, "method": method, "n_bins": int(n_bins), "steps": list(steps),
-        "counts": {str(b): int(c) for b, c in enumerate(counts)}, "min_count": int(min_count),
-        "min_confidence": float(min_confidence), "seed": int(seed), "entries": entries,
-    }
-    return AgeBinDirections(attribute, method, steps, vectors, targets, report)

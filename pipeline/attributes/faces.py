@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .classifiers import ClassifierError, ClassifierOutput, check_images, images_to_uint8
+from kdpipe.pipeline.attributes.protocol import ClassifierError, ClassifierOutput, check_images, images_to_uint8
 
 __all__ = ["DEFAULT_AGE_BIN_EDGES", "FACE_ATTRIBUTES", "AgeGenderModels", "FaceClassifier", "age_to_bin"]
 

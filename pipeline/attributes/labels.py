@@ -17,18 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdpipe.pipeline.attributes.classifiers import build_classifier
 from kdpipe.errors import ConfigError
+from kdpipe.pipeline.attributes.classifiers import build_classifier
+from kdpipe.pipeline.config import AttributeConfig
 
-FACE_CLASSIFIERS = ("face", "gender", "age", "face-attributes")
+FACE_CLASSIFIERS = ("face", "gender", "age", "face-attributes")  # take a device and age bin edges
 
 
-def make_classifier(cfg: dict, device: torch.device):
+def make_classifier(attribute: AttributeConfig, device: torch.device):
     """The classifier named by ``attribute.classifier`` (registry name or ``module:Class``) on ``device``."""
-    spec = cfg["attribute"]["classifier"]
+    spec = attribute.classifier
     kwargs = {}
     if spec in FACE_CLASSIFIERS:
-        kwargs = {"device": device, "age_bin_edges": cfg["attribute"]["age_bin_edges"]}
+        kwargs = {"device": device, "age_bin_edges": attribute.age_bin_edges}
     return build_classifier(spec, **kwargs)
 
 
@@ -60,16 +61,17 @@ def classify_images(classifier, images: torch.Tensor, resolution: int, groups: i
     return cols
 
 
-def usable(cols: dict, cfg: dict) -> np.ndarray:
+def usable(cols: dict, attribute: AttributeConfig) -> np.ndarray:
     """[N] bool: valid for the classifier and (face teachers) face probability >= min_face_probability."""
     keep = np.asarray(cols["valid"], dtype=bool).copy()
-    min_face = cfg["attribute"]["min_face_probability"]
+    min_face = attribute.min_face_probability
     if "face" in cols and min_face is not None:
         keep &= np.nan_to_num(cols["face"], nan=0.0) >= min_face
     return keep
 
 
-def labels(cols: dict, cfg: dict, thresholds: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def labels(cols: dict, attribute: AttributeConfig,
+           thresholds: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Binary labels [N] int64 in {-1, 0, 1} and confidences [N] float32 of the task's attribute.
 
     Args:
@@ -77,30 +79,30 @@ def labels(cols: dict, cfg: dict, thresholds: list[float] | None = None) -> tupl
     Raises:
         ConfigError: the classifier does not output ``attribute.name``.
     """
-    a = cfg["attribute"]
-    if a["name"] not in cols:
-        raise ConfigError(f"attribute.name: classifier {a['classifier']!r} has no output {a['name']!r}; "
+    a = attribute
+    if a.name not in cols:
+        raise ConfigError(f"attribute.name: classifier {a.classifier!r} has no output {a.name!r}; "
                           f"it gives {sorted(k for k in cols if not k.endswith('_confidence'))}")
-    value = np.asarray(cols[a["name"]], dtype=np.float64)
-    conf = np.asarray(cols[f"{a['name']}_confidence"], dtype=np.float32)
+    value = np.asarray(cols[a.name], dtype=np.float64)
+    conf = np.asarray(cols[f"{a.name}_confidence"], dtype=np.float32)
     lab = np.full(value.shape, -1, dtype=np.int64)
-    if a["kind"] == "probability":
+    if a.kind == "probability":
         ok = np.isfinite(value)
         lab[ok] = (value[ok] >= 0.5).astype(np.int64)
         conf = np.where(ok, np.maximum(value, 1 - value), 0).astype(np.float32)
-    elif a["kind"] == "continuous":
+    elif a.kind == "continuous":
         lo, hi = thresholds
         lab[value <= lo] = 0
         lab[value >= hi] = 1
     else:  # bins: the bin index itself
         ok = np.isfinite(value)
         lab[ok] = value[ok].astype(np.int64)
-    lab[~usable(cols, cfg)] = -1
+    lab[~usable(cols, a)] = -1
     return lab, conf
 
 
-def continuous_thresholds(cols: dict, cfg: dict) -> list[float]:
+def continuous_thresholds(cols: dict, attribute: AttributeConfig) -> list[float]:
     """``[lo, hi]`` = the ``attribute.quantiles`` of the usable samples' values (continuous attributes)."""
-    value = np.asarray(cols[cfg["attribute"]["name"]], dtype=np.float64)[usable(cols, cfg)]
-    q = cfg["attribute"]["quantiles"]
+    value = np.asarray(cols[attribute.name], dtype=np.float64)[usable(cols, attribute)]
+    q = attribute.quantiles
     return [float(np.quantile(value, q[0])), float(np.quantile(value, q[1]))]

@@ -1,6 +1,6 @@
 """The stage runner: fingerprints, skip/redo decisions, shard-level resume, ranks, dry runs and status.
 
-A stage (see :class:`Stage`) declares the config sections it depends on and the stages upstream of it. Its
+A stage (:class:`kdpipe.pipeline.runner.stage.Stage`) declares the config sections it depends on; its
 fingerprint is the sha256 of: stage name, output schema version, its semantic config, its upstream stages'
 fingerprints, the teacher checkpoint's sha256 and, for stages whose bytes depend on the device, the device type
 plus what selects its float kernels: the torch thread count on CPU, the GPU model and batch size on CUDA (CPU
@@ -19,15 +19,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 
+from kdpipe.errors import ConfigError
 from kdpipe.fsutil import atomic_write_bytes
 from kdpipe.pipeline.runner.lock import exclusive, hold_run_lock
+from kdpipe.pipeline.runner.stage import Context, Stage
+
+if TYPE_CHECKING:
+    from kdpipe.pipeline.config import PipelineConfig
 
 # Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are; and the
 # checkpoint's path (its sha256 counts instead, so a moved or renamed checkpoint does not redo anything).
@@ -35,73 +41,57 @@ NON_SEMANTIC = {"runtime": ("device", "batch_size", "encode_workers", "progress"
 STATE_DIR = "stages"
 
 
-class Stage(Protocol):
-    """What the runner needs from a stage module."""
-
-    name: str
-    sections: tuple[str, ...]      # config sections whose values change this stage's output
-    schema_version: int            # bump when the output format changes
-    device_dependent: bool         # output bytes depend on the device (teacher float maths)
-    sharded: bool
-
-    def outputs(self, ctx: "Context") -> list[Path]: ...
-    def run(self, ctx: "Context") -> dict: ...
-
-
-@dataclass
-class Context:
-    """Everything a stage sees. ``out`` is ``OUT/<task>``; ``teacher()`` loads the teacher once, lazily."""
-
-    cfg: dict
-    out: Path
-    device: torch.device
-    teacher_sha256: str
-    load_teacher: Callable
-    rank: int = 0
-    world_size: int = 1
-    fingerprints: dict = field(default_factory=dict)
-    log: Callable[[str], None] = print
-    _teacher: object = None
-
-    def teacher(self):
-        if self._teacher is None:
-            self._teacher = self.load_teacher()
-        return self._teacher
-
-    @property
-    def fingerprint(self) -> str:
-        return self.fingerprints[self.current]
-
-    current: str = ""
-
-
 def world_from_env(env=os.environ) -> tuple[int, int]:
-    """``(rank, world_size)`` from torchrun (``RANK``, ``WORLD_SIZE``) or SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``)."""
+    """``(rank, world_size)`` from torchrun (``RANK``, ``WORLD_SIZE``) or SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``).
+
+    Raises:
+        ConfigError: a variable that is not an integer, ``world_size < 1``, or a rank outside
+            ``[0, world_size)`` (a rank with no shards would otherwise exit 0 having done nothing).
+    """
     if "WORLD_SIZE" in env:
-        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"])
-    if "SLURM_NTASKS" in env:
-        return int(env.get("SLURM_PROCID", 0)), int(env["SLURM_NTASKS"])
-    return 0, 1
+        names = ("RANK", "WORLD_SIZE")
+    elif "SLURM_NTASKS" in env:
+        names = ("SLURM_PROCID", "SLURM_NTASKS")
+    else:
+        return 0, 1
+    rank_name, world_name = names
+    values = []
+    for name, default in ((rank_name, "0"), (world_name, None)):
+        raw = env.get(name, default)
+        try:
+            values.append(int(raw))
+        except ValueError:
+            raise ConfigError(f"environment variable {name}={raw!r} is not an integer; unset it or fix the "
+                              "launcher (torchrun sets RANK/WORLD_SIZE, srun SLURM_PROCID/SLURM_NTASKS)") from None
+    rank, world = values
+    if world < 1:
+        raise ConfigError(f"{world_name}={world} must be >= 1")
+    if not 0 <= rank < world:
+        raise ConfigError(f"{rank_name}={rank} is outside [0, {world_name}={world}); each rank must be in "
+                          f"0..{world - 1}")
+    return rank, world
 
 
-def semantic_config(stage: Stage, cfg: dict) -> dict:
+def semantic_config(stage: Stage, cfg: PipelineConfig) -> dict:
     """The part of ``cfg`` that changes ``stage``'s output (its sections minus :data:`NON_SEMANTIC`)."""
     out = {}
     for section in stage.sections:
-        values = dict(cfg.get(section, {}))
+        values = dict(vars(cfg.section(section)))
         for key in NON_SEMANTIC.get(section, ()):
             values.pop(key, None)
         out[section] = values
     return out
 
 
-def fingerprint(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> str:
+def fingerprint(stage: Stage, cfg: PipelineConfig, upstream: dict, teacher_sha256: str,
+                device: torch.device) -> str:
     """sha256 hex of what determines ``stage``'s output (see module docstring and :func:`fingerprint_inputs`)."""
     doc = fingerprint_inputs(stage, cfg, upstream, teacher_sha256, device)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def fingerprint_inputs(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: str, device: torch.device) -> dict:
+def fingerprint_inputs(stage: Stage, cfg: PipelineConfig, upstream: dict, teacher_sha256: str,
+                       device: torch.device) -> dict:
     """The JSON document a fingerprint hashes; kept in the stage state so a redo can say what changed."""
     doc = {"stage": stage.name, "schema_version": stage.schema_version, "config": semantic_config(stage, cfg),
            "upstream": upstream, "teacher_sha256": teacher_sha256}
@@ -111,7 +101,7 @@ def fingerprint_inputs(stage: Stage, cfg: dict, upstream: dict, teacher_sha256: 
             doc["cpu_threads"] = torch.get_num_threads()  # CPU forwards have a fixed shape: batch size is free
         else:
             doc["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-            doc["batch_size"] = cfg["runtime"]["batch_size"]
+            doc["batch_size"] = cfg.runtime.batch_size
     return doc
 
 
@@ -151,8 +141,6 @@ def write_state(out: Path, name: str, state: dict) -> None:
 
 def clean_outputs(ctx: Context, stage: Stage) -> None:
     """Remove a stage's outputs and its state (files, or whole directories)."""
-    import shutil
-
     for p in stage.outputs(ctx):
         if p.is_dir():
             shutil.rmtree(p)
@@ -176,12 +164,11 @@ def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
     """Fingerprint every stage and decide skip / run / resume, in order (a redo upstream forces redo below)."""
     decisions, redo_below = [], False
     for stage in stages:
-        inputs = fingerprint_inputs(stage, ctx.cfg, {d.stage: d.fingerprint for d in decisions}, ctx.teacher_sha256,
+        inputs = fingerprint_inputs(stage, ctx.cfg, {d.stage: d.fingerprint for d in decisions}, ctx.teacher.sha256,
                                     ctx.device)
         fp = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
         ctx.fingerprints[stage.name] = fp
         state = read_state(ctx.out, stage.name)
-        ctx.current = stage.name
         if state is None:
             action, reason = "run", "never run"
         elif state.get("fingerprint") != fp:
@@ -190,7 +177,7 @@ def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
             action, reason = "resume", state.get("detail", "interrupted")
         elif missing := [p for p in stage.outputs(ctx) if not p.exists()]:
             action, reason = "run", f"output missing: {missing[0].name}"
-        elif hasattr(stage, "check") and (problem := stage.check(ctx)):
+        elif problem := stage.check(ctx, fp):
             action, reason = "resume", problem
         else:
             action, reason = "skip", "up to date"
@@ -213,7 +200,7 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
     ctx.out.mkdir(parents=True, exist_ok=True)
     with hold_run_lock(ctx.out, ctx.rank):
         for stage, decision in zip(stages, decisions):
-            ctx.current = stage.name
+            fp = decision.fingerprint
             with exclusive(ctx.out / ".stage.lock"):
                 state = read_state(ctx.out, stage.name)
                 if state and state.get("fingerprint") == decision.fingerprint and state.get("status") == "done" \
@@ -231,7 +218,7 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
                 if not stage.sharded:
                     _run_one(stage, ctx, decision)
                     continue
-            summary = stage.run(ctx)  # sharded work runs outside the lock, ranks in parallel
+            summary = stage.run(ctx, fp)  # sharded work runs outside the lock, ranks in parallel
             later_sharded = any(s.sharded for s in stages[stages.index(stage) + 1:])
             waited = 0.0
             while later_sharded and not summary.get("complete", True):  # peers still on this stage: wait
@@ -240,7 +227,7 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
                             "of other ranks")
                 time.sleep(2)
                 waited += 2
-                summary = stage.summarize(ctx)
+                summary = stage.summarize(ctx, fp)
             with exclusive(ctx.out / ".stage.lock"):
                 if not summary.get("complete", True):
                     ctx.log(f"[{stage.name}] rank {ctx.rank}/{ctx.world_size}: my shards are done; "
@@ -254,7 +241,7 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
 
 def _run_one(stage: Stage, ctx: Context, decision: Decision) -> None:
     t0 = time.time()
-    summary = stage.run(ctx)
+    summary = stage.run(ctx, decision.fingerprint)
     summary["seconds"] = round(time.time() - t0, 3)
     write_state(ctx.out, stage.name, _done_state(decision, summary))
 
@@ -268,12 +255,12 @@ def stage_status(stages: list[Stage], ctx: Context) -> list[dict]:
     """Per stage: ``{'stage', 'state': done|partial|stale|missing|corrupt, 'detail'}`` for ``kdpipe status``."""
     rows = []
     for d, stage in zip(plan(stages, ctx), stages):
-        ctx.current = stage.name
         state = read_state(ctx.out, stage.name)
-        if hasattr(stage, "shard_report"):
-            rep = stage.shard_report(ctx)
+        rep = stage.shard_report(ctx, d.fingerprint)
+        if rep is not None:
             if rep["done"] == rep["total"] and d.action == "skip":
-                rows.append({"stage": stage.name, "state": "done", "detail": f"{rep['done']} of {rep['total']} {stage.unit}"})
+                rows.append({"stage": stage.name, "state": "done",
+                             "detail": f"{rep['done']} of {rep['total']} {stage.unit}"})
                 continue
             if state is not None and state.get("fingerprint") != d.fingerprint:
                 rows.append({"stage": stage.name, "state": "stale", "detail": d.reason})

@@ -7,11 +7,13 @@ file's size; anything else is redone by the next run.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 from tqdm import tqdm
 
 from kdpipe.pipeline.runner.shards import SHARD_DIR, read_record, shard_name, shard_state
+from kdpipe.pipeline.runner.stage import Context
 
 
 def shard_ranges(n: int, shard_size: int) -> list[range]:
@@ -22,13 +24,17 @@ def shard_ranges(n: int, shard_size: int) -> list[range]:
 class ShardedStage:
     """Shared shard bookkeeping for sharded stages: which shards exist, which are done, which this rank owns.
 
-    Subclasses set ``name`` and implement ``n_items(ctx)``, ``shard_size(ctx)`` and
-    ``write_one(ctx, k, indices, path, progress)``; they may override ``shard_dir`` and ``part_name``.
+    Subclasses set ``name``, ``sections``, ``schema_version`` and implement ``n_items(ctx)``, ``shard_size(ctx)``
+    and ``write_one(ctx, k, indices, path, progress, fingerprint)`` (which records the shard done under
+    ``fingerprint``); they may override ``shard_dir``, ``part_name`` and ``validate``.
     """
 
     sharded = True
     device_dependent = True
     unit = "shards"  # what `kdpipe status` calls the pieces
+
+    def validate(self, cfg, teacher) -> None:
+        return None
 
     def shard_dir(self, ctx) -> Path:
         return ctx.out / SHARD_DIR
@@ -37,44 +43,45 @@ class ShardedStage:
         return [self.shard_dir(ctx)]
 
     def part_name(self, ctx, k: int) -> str:
-        return shard_name(ctx.cfg["task"], k)
+        return shard_name(ctx.cfg.task, k)
 
     def shards(self, ctx) -> list[tuple[int, range, str]]:
         return [(k, r, self.part_name(ctx, k))
                 for k, r in enumerate(shard_ranges(self.n_items(ctx), self.shard_size(ctx)))]
 
-    def shard_report(self, ctx, check_hash: bool = False) -> dict:
-        """``{'total', 'done', 'problems': ['<name>: missing|stale|corrupt', ...]}``."""
+    def shard_report(self, ctx: Context, fingerprint: str, check_hash: bool = False) -> dict:
+        """``{'total', 'done', 'problems': ['<name>: missing|stale|corrupt', ...]}`` against ``fingerprint``."""
         shards = self.shards(ctx)
-        states = [(name, shard_state(self.shard_dir(ctx), name, ctx.fingerprint, check_hash)) for _, _, name in shards]
+        states = [(name, shard_state(self.shard_dir(ctx), name, fingerprint, check_hash)) for _, _, name in shards]
         problems = [f"{name}: {s}" for name, s in states if s != "done"]
         return {"total": len(shards), "done": len(shards) - len(problems), "problems": problems}
 
-    def check(self, ctx) -> str | None:
-        rep = self.shard_report(ctx)
+    def check(self, ctx: Context, fingerprint: str) -> str | None:
+        rep = self.shard_report(ctx, fingerprint)
         return None if not rep["problems"] else f"{len(rep['problems'])} shard(s) to redo ({rep['problems'][0]})"
 
-    def run(self, ctx) -> dict:
+    def run(self, ctx: Context, fingerprint: str) -> dict:
         shard_dir = self.shard_dir(ctx)
         shard_dir.mkdir(parents=True, exist_ok=True)
         shards = self.shards(ctx)
-        for k, _, name in shards:  # leftovers of a killed run; never mistaken for shards
+        for k, _, name in shards:  # leftovers of a killed run (<name>.<pid>.tmp); never mistaken for shards
             if k % ctx.world_size == ctx.rank:
-                (shard_dir / (name + ".tmp")).unlink(missing_ok=True)
+                for tmp in shard_dir.glob(glob.escape(name) + ".*tmp"):
+                    tmp.unlink(missing_ok=True)
         mine = [(k, r, name) for k, r, name in shards if k % ctx.world_size == ctx.rank
-                and shard_state(shard_dir, name, ctx.fingerprint) != "done"]
-        progress = tqdm(total=sum(len(r) for _, r, _ in mine), unit="sample", desc=f"{ctx.cfg['task']} {self.name}",
-                        disable=not ctx.cfg["runtime"]["progress"])
+                and shard_state(shard_dir, name, fingerprint) != "done"]
+        progress = tqdm(total=sum(len(r) for _, r, _ in mine), unit="sample", desc=f"{ctx.cfg.task} {self.name}",
+                        disable=not ctx.cfg.runtime.progress)
         for k, r, name in mine:
-            self.write_one(ctx, k, r, shard_dir / name, progress)
+            self.write_one(ctx, k, r, shard_dir / name, progress, fingerprint)
         progress.close()
-        return self.summarize(ctx, written=len(mine))
+        return self.summarize(ctx, fingerprint, written=len(mine))
 
-    def summarize(self, ctx, written: int = 0) -> dict:
+    def summarize(self, ctx: Context, fingerprint: str, written: int = 0) -> dict:
         """Completion and summed shard stats: ``{'complete', 'missing', 'shards', 'filters'?}``."""
         shard_dir = self.shard_dir(ctx)
         shards = self.shards(ctx)
-        rep = self.shard_report(ctx)
+        rep = self.shard_report(ctx, fingerprint)
         stats: dict = {}
         for _, _, name in shards:  # e.g. filter counts of a selecting stage, summed over shards
             rec = read_record(shard_dir, name)

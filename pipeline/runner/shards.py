@@ -1,6 +1,7 @@
 """Byte-reproducible webdataset shards, written atomically, with per-shard done records.
 
-A shard ``shards/<task>-<k:06d>.tar`` is written as ``<name>.tar.tmp``, flushed and fsync'd, then renamed;
+A shard ``shards/<task>-<k:06d>.tar`` is written as ``<name>.tar.<pid>.tmp``, flushed and fsync'd, then renamed
+(:func:`kdpipe.fsutil.atomic_write`);
 only then is its record ``shards/.done/<name>.json`` written (sample count, bytes, sha256, stage fingerprint and
 the manifest rows of its samples). A shard without a matching record is not done and is redone by a re-run.
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -23,7 +23,7 @@ import webdataset as wds
 from PIL import Image
 
 from kdpipe.errors import DatasetError
-from kdpipe.fsutil import atomic_write_bytes, file_sha256
+from kdpipe.fsutil import atomic_write, atomic_write_bytes, file_sha256
 
 SHARD_DIR = "shards"
 DONE_DIR = ".done"
@@ -86,17 +86,17 @@ def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: lis
     Returns:
         The :class:`ShardRecord`, also saved to ``<dir>/.done/<name>.json``.
     """
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as f:
+
+    def write(f) -> None:
+        nonlocal count
         writer = wds.TarWriter(f, user="kdpipe", group="kdpipe", mode=0o644, encoder=False, mtime=0)
         for sample in samples:
             writer.write(sample)
             count += 1
         writer.close()
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    atomic_write(path, write)
     return record_done(path, count, fingerprint, rows, stats)
 
 

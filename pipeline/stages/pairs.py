@@ -23,11 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdpipe.pipeline.attributes.labels import classify_images, labels, make_classifier, usable
 from kdpipe.errors import ConfigError
+from kdpipe.images import hwc_to_float
+from kdpipe.pipeline.attributes.labels import classify_images, labels, make_classifier, usable
+from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.runner.sharded import ShardedStage
 from kdpipe.pipeline.runner.shards import encode_json, encode_npy, encode_png, write_shard
-from kdpipe.pipeline.stages.attributes import layer_range, renderer_for, uint8_to_float
+from kdpipe.pipeline.runner.stage import Context
+
+
+def layer_range(layers: list[int], num_ws: int) -> list[int]:
+    """Layers the edit applies to: ``directions.layers = [start, end)`` clipped to ``num_ws`` (seed 002: 0-7)."""
+    start, end = layers
+    return list(range(start, min(end, num_ws)))
 
 
 def choose_pair(lab: np.ndarray, conf: np.ndarray, ok: np.ndarray, steps: list[float], min_conf: float):
@@ -54,40 +62,36 @@ class PairsStage(ShardedStage):
     sections = ("teacher", "attribute", "pairs")
     schema_version = 1
 
-    def validate(self, cfg: dict, teacher) -> None:
-        steps = cfg["pairs"]["steps"]
-        if len(steps) < 2 or sorted(steps) != steps or not all(isinstance(t, (int, float)) for t in steps):
-            raise ConfigError(f"pairs.steps: {steps!r} must be >= 2 increasing numbers, e.g. [-1, -0.5, 0, 0.5, 1]")
-        layers = cfg["directions"]["layers"]
-        if len(layers) != 2 or not 0 <= layers[0] < layers[1]:
-            raise ConfigError(f"directions.layers: {layers!r} must be [start, end) with 0 <= start < end")
+    def validate(self, cfg, teacher) -> None:
+        """``directions.layers`` must start inside the teacher's ws (the rest is checked by the config)."""
+        layers = cfg.directions.layers
         if layers[0] >= teacher.G.num_ws:
             raise ConfigError(f"directions.layers: start {layers[0]} >= num_ws {teacher.G.num_ws}")
 
-    def n_items(self, ctx) -> int:
-        return ctx.cfg["pairs"]["n"]
+    def n_items(self, ctx: Context) -> int:
+        return ctx.cfg.pairs.n
 
-    def shard_size(self, ctx) -> int:
-        return ctx.cfg["pairs"]["shard_size"]
+    def shard_size(self, ctx: Context) -> int:
+        return ctx.cfg.pairs.shard_size
 
     def filter_summary(self, stats: dict) -> dict:
         out = dict(stats)
         out["pairs.pass_rate"] = round(stats.get("pairs.kept", 0) / max(stats.get("pairs.candidates", 0), 1), 4)
         return out
 
-    def write_one(self, ctx, k: int, indices: range, path: Path, progress) -> None:
-        cfg, teacher = ctx.cfg, ctx.teacher()
-        G, pc, ac = teacher.G, cfg["pairs"], cfg["attribute"]
+    def write_one(self, ctx: Context, k: int, indices: range, path: Path, progress, fingerprint: str) -> None:
+        cfg, teacher = ctx.cfg, ctx.teacher
+        G, pc, ac = teacher.G, cfg.pairs, cfg.attribute
         direction = json.loads((ctx.out / "directions" / "direction.json").read_text())
-        self._clf = getattr(self, "_clf", None) or make_classifier(cfg, ctx.device)
-        r = renderer_for(ctx)
-        layers = layer_range(cfg, G.num_ws)
+        self._clf = getattr(self, "_clf", None) or make_classifier(ac, ctx.device)
+        r = Renderer.from_config(G, ctx.device, cfg.teacher, cfg.runtime.batch_size)
+        layers = layer_range(cfg.directions.layers, G.num_ws)
         stats = {"pairs.candidates": 0, "pairs.kept": 0, "pairs.no_valid_pair": 0, "pairs.source_unusable": 0}
         samples, rows = [], []
-        step = max(1, r.batch_size // max(2, len(pc["steps"])))  # candidates per forward
+        step = max(1, r.batch_size // max(2, len(pc.steps)))  # candidates per forward
         for a in range(0, len(indices), step):
             chunk = list(indices[a:a + step])
-            ws = r.ws_from_seeds([pc["seed"] + i for i in chunk]).cpu()
+            ws = r.ws_from_seeds([pc.seed + i for i in chunk]).cpu()
             picked = (self._pick_binary if direction["kind"] == "binary" else self._pick_bins)(
                 ctx, r, ws, layers, direction, stats)
             for j, i in enumerate(chunk):
@@ -96,23 +100,23 @@ class PairsStage(ShardedStage):
                     continue
                 stats["pairs.kept"] += 1
                 info, imgs, lat = picked[j]
-                info = dict(info, task=cfg["task"], index=i, seed=pc["seed"] + i, attribute=ac["name"],
-                            truncation_psi=cfg["teacher"]["truncation_psi"], teacher=teacher.name,
+                info = dict(info, task=cfg.task, index=i, seed=pc.seed + i, attribute=ac.name,
+                            truncation_psi=cfg.teacher.truncation_psi, teacher=teacher.name,
                             teacher_sha256=teacher.sha256, layers=layers)
-                lvl = pc["png_compress_level"]
+                lvl = pc.png_compress_level
                 samples.append({"__key__": f"{i:08d}", "src.png": encode_png(imgs[0], lvl),
                                 "tgt.png": encode_png(imgs[1], lvl), "json": encode_json(info),
                                 "latents.npy": encode_npy(lat)})
-                rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": pc["seed"] + i,
+                rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": pc.seed + i,
                              "direction": info["direction"], "src_t": info["src"]["t"], "tgt_t": info["tgt"]["t"],
                              **{f"src_{n}": v for n, v in info["src"]["attributes"].items()},
                              **{f"tgt_{n}": v for n, v in info["tgt"]["attributes"].items()}})
             progress.update(len(chunk))
         stats["pairs.no_valid_pair"] = stats["pairs.candidates"] - stats["pairs.kept"] - stats["pairs.source_unusable"]
-        write_shard(path, samples, ctx.fingerprint, rows, stats)
+        write_shard(path, samples, fingerprint, rows, stats)
 
-    def _classify(self, ctx, images: np.ndarray, groups: int):
-        return classify_images(self._clf, uint8_to_float(images), ctx.cfg["sample"]["resolution"], groups)
+    def _classify(self, ctx: Context, images: np.ndarray, groups: int):
+        return classify_images(self._clf, hwc_to_float(images), ctx.cfg.sample.resolution, groups)
 
     @staticmethod
     def _attrs(cols, idx):
@@ -120,7 +124,7 @@ class PairsStage(ShardedStage):
                 for n in cols if n != "valid" and not n.startswith("face_box")}
 
     def _pick_binary(self, ctx, r, ws, layers, direction, stats):
-        steps, scale = ctx.cfg["pairs"]["steps"], ctx.cfg["pairs"]["scale"]
+        steps, scale = ctx.cfg.pairs.steps, ctx.cfg.pairs.scale
         delta = torch.as_tensor(direction["vector"], dtype=torch.float32)
         K, B = len(steps), ws.shape[0]
         edits = ws.unsqueeze(1).repeat(1, K, 1, 1)  # [B, K, num_ws, w_dim]
@@ -128,13 +132,13 @@ class PairsStage(ShardedStage):
             edits[:, kk, layers] += t * scale * delta
         images = r.images(edits.reshape(B * K, *ws.shape[1:]))
         cols = self._classify(ctx, images, groups=B)  # one classifier batch per candidate
-        lab, conf = labels(cols, ctx.cfg, direction.get("thresholds"))
-        ok = usable(cols, ctx.cfg)
+        lab, conf = labels(cols, ctx.cfg.attribute, direction.get("thresholds"))
+        ok = usable(cols, ctx.cfg.attribute)
         names = direction["class_names"]
         out = []
         for b in range(B):
             sl = slice(b * K, (b + 1) * K)
-            pair = choose_pair(lab[sl], conf[sl], ok[sl], steps, ctx.cfg["attribute"]["min_confidence"])
+            pair = choose_pair(lab[sl], conf[sl], ok[sl], steps, ctx.cfg.attribute.min_confidence)
             if pair is None:
                 out.append(None)
                 continue
@@ -150,15 +154,15 @@ class PairsStage(ShardedStage):
         return out
 
     def _pick_bins(self, ctx, r, ws, layers, direction, stats):
-        ac, scale = ctx.cfg["attribute"], ctx.cfg["pairs"]["scale"]
+        ac, scale = ctx.cfg.attribute, ctx.cfg.pairs.scale
         steps_bins, vectors, targets = direction["steps"], np.asarray(direction["vectors"]), direction["targets"]
         base = r.images(ws)
         cols0 = self._classify(ctx, base, groups=len(base))
-        lab0, conf0 = labels(cols0, ctx.cfg)
-        ok0 = usable(cols0, ctx.cfg)
+        lab0, conf0 = labels(cols0, ac)
+        ok0 = usable(cols0, ac)
         jobs = []  # (b, step index) candidates to render
         for b in range(ws.shape[0]):
-            if not ok0[b] or lab0[b] < 0 or conf0[b] < ac["min_confidence"]:
+            if not ok0[b] or lab0[b] < 0 or conf0[b] < ac.min_confidence:
                 stats["pairs.source_unusable"] += 1
                 continue
             jobs += [(b, j) for j in range(len(steps_bins)) if targets[lab0[b]][j] >= 0]
@@ -170,11 +174,11 @@ class PairsStage(ShardedStage):
             edits[n, layers] += scale * torch.as_tensor(vectors[lab0[b], j], dtype=torch.float32)
         images = r.images(edits)
         cols = self._classify(ctx, images, groups=len(images))
-        lab, conf = labels(cols, ctx.cfg)
-        ok = usable(cols, ctx.cfg)
+        lab, conf = labels(cols, ac)
+        ok = usable(cols, ac)
         passing: dict[int, list[int]] = {}
         for n, (b, j) in enumerate(jobs):
-            if ok[n] and lab[n] == targets[lab0[b]][j] and conf[n] >= ac["min_confidence"]:
+            if ok[n] and lab[n] == targets[lab0[b]][j] and conf[n] >= ac.min_confidence:
                 passing.setdefault(b, []).append(n)
         for b, ns in passing.items():
             n = ns[0] if len(ns) == 1 else ns[b % len(ns)]

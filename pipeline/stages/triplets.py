@@ -22,6 +22,7 @@ from kdpipe.pipeline.latents import mix_ws, morph_ws, parse_mix, sample_seeds
 from kdpipe.pipeline.render import Renderer, default_encode_workers, pipelined
 from kdpipe.pipeline.runner.sharded import ShardedStage
 from kdpipe.pipeline.runner.shards import encode_json, encode_npy, encode_png, write_shard
+from kdpipe.pipeline.runner.stage import Context
 
 SCHEMA_VERSION = 1
 
@@ -33,31 +34,31 @@ class TripletRender(ShardedStage):
     sections = ("teacher", "render")
     schema_version = SCHEMA_VERSION
 
-    def validate(self, cfg: dict, teacher) -> None:
+    def validate(self, cfg, teacher) -> None:
         """Checks that need the teacher (before anything is written). Raises ConfigError."""
-        if cfg["render"]["op"] == "style-mix":
-            parse_mix(cfg["render"]["mix"], teacher.G.num_ws)
+        if cfg.render.op == "style-mix":
+            parse_mix(cfg.render.mix, teacher.G.num_ws)
 
-    def n_items(self, ctx) -> int:
-        return ctx.cfg["render"]["n"]
+    def n_items(self, ctx: Context) -> int:
+        return ctx.cfg.render.n
 
-    def shard_size(self, ctx) -> int:
-        return ctx.cfg["render"]["shard_size"]
+    def shard_size(self, ctx: Context) -> int:
+        return ctx.cfg.render.shard_size
 
-    def write_one(self, ctx, k: int, indices: range, path: Path, progress) -> None:
-        cfg, teacher = ctx.cfg, ctx.teacher()
+    def write_one(self, ctx: Context, k: int, indices: range, path: Path, progress, fingerprint: str) -> None:
+        cfg, teacher = ctx.cfg, ctx.teacher
         G = teacher.G
-        rc, tc, rt = cfg["render"], cfg["teacher"], cfg["runtime"]
-        renderer = Renderer.from_config(G, ctx.device, cfg)
-        layers = parse_mix(rc["mix"], G.num_ws) if rc["op"] == "style-mix" else None
+        rc, tc, rt = cfg.render, cfg.teacher, cfg.runtime
+        renderer = Renderer.from_config(G, ctx.device, tc, rt.batch_size)
+        layers = parse_mix(rc.mix, G.num_ws) if rc.op == "style-mix" else None
         per_forward = max(1, renderer.batch_size // 3)  # 3 images per sample, one forward per chunk
         chunks = [indices[a:a + per_forward] for a in range(0, len(indices), per_forward)]
-        meta = {"task": cfg["task"], "op": rc["op"], "mix_layers_from_x2": layers,
-                "truncation_psi": tc["truncation_psi"], "truncation_cutoff": tc["truncation_cutoff"],
-                "noise_mode": tc["noise_mode"], "teacher": teacher.name, "teacher_sha256": teacher.sha256}
+        meta = {"task": cfg.task, "op": rc.op, "mix_layers_from_x2": layers,
+                "truncation_psi": tc.truncation_psi, "truncation_cutoff": tc.truncation_cutoff,
+                "noise_mode": tc.noise_mode, "teacher": teacher.name, "teacher_sha256": teacher.sha256}
 
         def render(chunk):
-            seeds = [sample_seeds(rc["seed"], i, 2) for i in chunk]
+            seeds = [sample_seeds(rc.seed, i, 2) for i in chunk]
             ws = renderer.ws_from_seeds([s for pair in seeds for s in pair]).reshape(len(chunk), 2, G.num_ws, -1)
             w1, w2 = ws[:, 0], ws[:, 1]
             wy = mix_ws(w1, w2, layers) if layers is not None else morph_ws(w1, w2)
@@ -68,7 +69,7 @@ class TripletRender(ShardedStage):
             progress.update(len(chunk))
             return [(i, s, imgs[j], lat[j]) for j, (i, s) in enumerate(zip(chunk, seeds))]
 
-        level = rc["png_compress_level"]
+        level = rc.png_compress_level
 
         def encode(item):
             i, seeds, imgs, lat = item
@@ -77,6 +78,6 @@ class TripletRender(ShardedStage):
                     "y.png": encode_png(imgs[2], level), "json": encode_json(info), "latents.npy": encode_npy(lat)}
 
         rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": s1, "seed_x2": s2}
-                for i in indices for s1, s2 in [sample_seeds(rc["seed"], i, 2)]]
-        workers = rt["encode_workers"] if rt["encode_workers"] is not None else default_encode_workers(ctx.device)
-        write_shard(path, pipelined(chunks, render, encode, workers, device=ctx.device), ctx.fingerprint, rows)
+                for i in indices for s1, s2 in [sample_seeds(rc.seed, i, 2)]]
+        workers = rt.encode_workers if rt.encode_workers is not None else default_encode_workers(ctx.device)
+        write_shard(path, pipelined(chunks, render, encode, workers, device=ctx.device), fingerprint, rows)

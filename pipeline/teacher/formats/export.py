@@ -18,7 +18,7 @@ load with rosinality's own ``Generator.load_state_dict``.
 * :func:`write_rosinality_pt` -- ``convert_weight.py`` output ``{'g_ema', 'latent_avg'[, 'd']}`` or a
   ``train.py`` checkpoint ``{'g', 'd', 'g_ema', 'g_optim', 'd_optim', 'args', 'ada_aug_p'}``.
 
-All writers are atomic (``<path>.tmp`` then ``os.replace``).
+All writers are atomic (:func:`kdpipe.fsutil.atomic_write`: a temporary file, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 from kdpipe.pipeline.teacher.formats.convert_rosinality import nv_discriminator_to_rosinality, nv_generator_to_rosinality
 from kdpipe.pipeline.teacher.formats.convert_tf import nv_discriminator_to_tf, nv_generator_to_tf
 from kdpipe.errors import CheckpointError
+from kdpipe.fsutil import atomic_write
 from kdpipe.pipeline.teacher.formats.safe_pickle import _np_multiarray
 
 PLACEHOLDER_SRC = ("# Written by kdpipe.pipeline.teacher.formats.export: the original network source is not embedded.\n"
@@ -119,21 +120,6 @@ def dumps_official(obj: Any, protocol: int = 4) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, write) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _kwargs_and_sd(net: torch.nn.Module, kwargs: dict | None, what: str) -> tuple[dict, dict]:
     if kwargs is None:
         kwargs = getattr(net, "init_kwargs", None)
@@ -189,7 +175,7 @@ def write_nvlabs_tf_pkl(path: str | Path, G: torch.nn.Module, D: torch.nn.Module
         d_static, d_params = nv_discriminator_to_tf(d_kwargs, d_sd)
         data = (_tf_generator("G", g_kwargs, g_sd), _TFNetwork("D", "D_stylegan2", d_static, list(d_params.items())),
                 Gs)
-    return _atomic_write(path, lambda f: _OfficialNamesPickler(f, protocol=4).dump(data))
+    return atomic_write(path, lambda f: _OfficialNamesPickler(f, protocol=4).dump(data))
 
 
 # ---------------------------------------------------------------------------------------------- ada / stylegan3
@@ -302,7 +288,7 @@ def write_nvlabs_pytorch_pkl(path: str | Path, G: torch.nn.Module, D: torch.nn.M
     else:
         data = dict(G=nets["G"], D=nets["D"], G_ema=nets["G_ema"], augment_pipe=None,
                     training_set_kwargs=training_set_kwargs)
-    return _atomic_write(path, lambda f: _OfficialNamesPickler(f, protocol=protocol).dump(data))
+    return atomic_write(path, lambda f: _OfficialNamesPickler(f, protocol=protocol).dump(data))
 
 
 # ---------------------------------------------------------------------------------------------- rosinality
@@ -338,4 +324,4 @@ def write_rosinality_pt(path: str | Path, G: torch.nn.Module, D: torch.nn.Module
         ckpt = {"g_ema": g, "latent_avg": g_sd["mapping.w_avg"].clone()}
         if d is not None:
             ckpt["d"] = d
-    return _atomic_write(path, lambda f: torch.save(ckpt, f))
+    return atomic_write(path, lambda f: torch.save(ckpt, f))
