@@ -105,3 +105,17 @@ def test_fingerprint_ignores_runtime_and_generator_path(two_threads):
     cfg_a = task_fingerprints("morph")
     cfg_b = task_fingerprints("morph", ["runtime.batch_size=5", "runtime.progress=false", "runtime.encode_workers=0"])
     assert cfg_a == cfg_b
+
+
+def test_logreg_revision_redoes_logreg_directions_only(two_threads):
+    """logreg now follows seed 002's released code; its directions (and everything after) must be redone, while
+    mean-diff and svm fingerprints stay as pinned."""
+    from kdpipe.pipeline.runner.dag import fingerprint_inputs
+
+    cfg = resolve_config("gender", overrides=["directions.method=logreg"],
+                         cli={"teacher": {"generator": "builtin:random-32"}, "runtime": {"device": "cpu"}})
+    stage = next(s for s in build_stages(cfg.task, cfg.stages) if s.name == "directions")
+    assert fingerprint_inputs(stage, cfg, {}, TEACHER_SHA256, torch.device("cpu"))["revisions"] == {"logreg": 2}
+    fp = task_fingerprints("gender", ["directions.method=logreg"])
+    assert fp["sample"] == GOLDEN["gender"]["sample"] and fp["classify"] == GOLDEN["gender"]["classify"]
+    assert fp["directions"] != GOLDEN["gender"]["directions"]

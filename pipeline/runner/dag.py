@@ -95,6 +95,8 @@ def fingerprint_inputs(stage: Stage, cfg: PipelineConfig, upstream: dict, teache
     """The JSON document a fingerprint hashes; kept in the stage state so a redo can say what changed."""
     doc = {"stage": stage.name, "schema_version": stage.schema_version, "config": semantic_config(stage, cfg),
            "upstream": upstream, "teacher_sha256": teacher_sha256}
+    if revisions := stage.revisions(cfg):  # absent when empty: fingerprints from before any revision stay valid
+        doc["revisions"] = revisions
     if stage.device_dependent:  # float kernels are chosen by device, shape and threads (see render.py)
         doc["device_type"] = device.type
         if device.type == "cpu":

@@ -33,6 +33,9 @@ class ShardedStage:
     device_dependent = True
     unit = "shards"  # what `kdpipe status` calls the pieces
 
+    def revisions(self, cfg) -> dict:
+        return {}
+
     def validate(self, cfg, teacher) -> None:
         return None
 

@@ -60,6 +60,10 @@ class Stage(Protocol):
     def validate(self, cfg: "PipelineConfig", teacher: "Teacher") -> None:
         """Checks that need the teacher, before anything is written. Raises ConfigError."""
 
+    def revisions(self, cfg: "PipelineConfig") -> dict:
+        """Revisions of the algorithm this config selects, when its output changed without a config change
+        (e.g. ``{'logreg': 2}``); ``{}`` leaves the fingerprint as it was before any revision."""
+
     def outputs(self, ctx: Context) -> list[Path]:
         """Files / directories the stage writes (removed when its fingerprint changes)."""
 
@@ -86,6 +90,9 @@ class SingleStage:
 
     def validate(self, cfg, teacher) -> None:
         return None
+
+    def revisions(self, cfg) -> dict:
+        return {}
 
     def check(self, ctx: Context, fingerprint: str) -> str | None:
         return None

@@ -36,6 +36,11 @@ class DirectionsStage(SingleStage):
     sections = ("attribute", "directions")
     schema_version = 1
 
+    def revisions(self, cfg: PipelineConfig) -> dict:
+        """logreg 2: seed 002's released code (``class_weight='balanced'``, 1.5 x raw ``coef_``); directions
+        found by revision 1 (unit-norm, unweighted) are redone."""
+        return {"logreg": 2} if cfg.directions.method == "logreg" else {}
+
     def outputs(self, ctx: Context) -> list[Path]:
         return [ctx.out / "directions"]
 
