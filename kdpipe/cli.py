@@ -73,11 +73,12 @@ def generate(
 
 @app.command()
 @user_errors
-def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory, OUT/<task>.")]):
-    """Show each stage of an output directory: done / partial (k of n shards) / stale / missing."""
+def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory, OUT/<task>.")],
+           deep: Annotated[bool, typer.Option(help="Also re-hash every shard against its recorded sha256.")] = False):
+    """Show each stage of an output directory: done / partial (k of n shards) / stale / missing / corrupt."""
     from kdpipe.pipeline.generate import status as get_status
 
-    for row in get_status(out_dir):
+    for row in get_status(out_dir, deep=deep):
         typer.echo(f"{row['stage']:<10} {row['state']:<8} {row['detail']}")
 
 
