@@ -85,11 +85,13 @@ def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory
 @app.command()
 @user_errors
 def publish(src: Annotated[Path, typer.Argument(help="A finished task directory OUT/<task>.")],
-            dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")]):
+            dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")],
+            replace: Annotated[bool, typer.Option(
+                help="DEST holds another dataset: publish a new version in its place.")] = False):
     """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files."""
     from kdpipe.pipeline.publish import publish as do_publish
 
-    report = do_publish(src, dest, log=lambda m: typer.echo(m, err=True))
+    report = do_publish(src, dest, log=lambda m: typer.echo(m, err=True), replace=replace)
     typer.echo(f"published {report['copied']} file(s), {report['skipped']} already present, to {dest}")
 
 
