@@ -1,39 +1,21 @@
 """The ``kdpipe`` command (typer). Commands are thin: they parse options and call one library function.
 
-Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`) print as one line
-``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
+Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`, and OSErrors such as a full disk or a file
+where a directory belongs) print as one line ``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from kdpipe.errors import KdpipeError
+from kdpipe.errors import report_user_errors as user_errors  # KdpipeError / user-fixable OSError -> one line
 
 app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-
-
-def user_errors(fn):
-    """Turn KdpipeError into one ``error:`` line and exit code 2 (traceback only with KDPIPE_DEBUG=1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KdpipeError as e:
-            if os.environ.get("KDPIPE_DEBUG"):
-                raise
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 
-from kdpipe.errors import DatasetError
+from kdpipe.errors import DatasetError, StorageError, storage_error
 from kdpipe.fsutil import file_sha256
 from kdpipe.pipeline.card import check_card
 from kdpipe.pipeline.stages.reduce import CARD, MANIFEST, SUMS
@@ -146,9 +146,11 @@ def publish(src: Path, dest: str, log=print, replace: bool = False) -> dict:
                 fs.rm_file(p)
         return _copy_all(src, entries, fs, root, dest, log)
     except OSError as exc:
-        where = getattr(exc, "filename", None) or dest
-        raise DatasetError(f"publishing to '{where}' failed: {exc.strerror or exc}; free space or fix permissions "
-                           "and re-run publish (good files are skipped)") from None
+        err = storage_error(exc)
+        if err is None:
+            raise
+        raise StorageError(f"publish to '{dest}' failed: {err}; re-run publish after fixing it (good files are "
+                           "skipped)") from None
 
 
 def _is_local(fs) -> bool:

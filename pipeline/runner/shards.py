@@ -88,15 +88,18 @@ def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: lis
     """
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as f:
-        writer = wds.TarWriter(f, user="kdpipe", group="kdpipe", mode=0o644, encoder=False, mtime=0)
-        for sample in samples:
-            writer.write(sample)
-            count += 1
-        writer.close()
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            writer = wds.TarWriter(f, user="kdpipe", group="kdpipe", mode=0o644, encoder=False, mtime=0)
+            for sample in samples:
+                writer.write(sample)
+                count += 1
+            writer.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # disk full, interrupted encoder...: no partial tar left behind
+        tmp.unlink(missing_ok=True)
     return record_done(path, count, fingerprint, rows, stats)
 
 

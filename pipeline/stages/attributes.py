@@ -25,7 +25,7 @@ import torch
 from kdpipe.pipeline.attributes.labels import classify_images, continuous_thresholds, labels, make_classifier, usable
 from kdpipe.pipeline.attributes.directions import age_bin_directions, find_direction, project_out
 from kdpipe.errors import ConfigError, KdpipeError
-from kdpipe.fsutil import atomic_write_bytes
+from kdpipe.fsutil import atomic_write, atomic_write_bytes
 from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.runner.sharded import ShardedStage
 from kdpipe.pipeline.runner.shards import encode_npy, record_done
@@ -105,9 +105,7 @@ class ClassifyStage(ShardedStage):
         cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         table = pa.table({"index": np.asarray(list(indices), dtype=np.int64), "seed": np.asarray(seeds, np.int64),
                           **cols})
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)
+        atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
         record_done(path, len(seeds), ctx.fingerprint)
 
     def _classifier(self, ctx):
