@@ -12,17 +12,15 @@ card's YAML front matter parses (:func:`kdpipe.pipeline.card.check_card`).
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from pathlib import Path
 
 import fsspec
-import pyarrow.parquet as pq
 
 from kdpipe.errors import DatasetError, StorageError, storage_error
 from kdpipe.fsutil import file_sha256
 from kdpipe.pipeline.card import check_card
-from kdpipe.pipeline.stages.reduce import CARD, MANIFEST, SUMS
+from kdpipe.pipeline.stages.reduce import CARD, MANIFEST, SUMS, read_parquet
 
 
 def _fs(url: str):
@@ -229,7 +227,7 @@ def verify(path: str) -> list[str]:
             check_card(fs.cat_file(f"{root.rstrip('/')}/{CARD}").decode("utf-8", "replace"), CARD)
         except DatasetError as err:
             problems.append(f"{CARD}: {err}")
-    manifest = pq.read_table(io.BytesIO(fs.cat_file(f"{root.rstrip('/')}/{MANIFEST}")))
+    manifest = read_parquet(fs.cat_file(f"{root.rstrip('/')}/{MANIFEST}"))  # no Arrow threads alive at exit
     per_shard: dict[str, int] = {}
     for shard in manifest["shard"].to_pylist():
         per_shard[shard] = per_shard.get(shard, 0) + 1
