@@ -1,25 +1,19 @@
 """Issue 11 item 1: hostile checkpoints (built here, never shipped) are refused in one line before allocating."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
 from kdpipe.errors import CheckpointError
 from kdpipe.pipeline.teacher.formats import export
 from kdpipe.pipeline.teacher.formats.budget import estimate_params, plain_copy
 from kdpipe.pipeline.teacher.load import build_builtin, load_teacher
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "hostile_checkpoints.py"
-
 
 @pytest.fixture(scope="module")
 def hostile():
-    spec = importlib.util.spec_from_file_location("hostile_checkpoints", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("hostile_checkpoints")
 
 
 def test_every_hostile_checkpoint_is_refused_in_one_line(hostile, tmp_path):
