@@ -1,7 +1,7 @@
 """The ``kdpipe`` command (typer). Commands are thin: they parse options and call one library function.
 
-Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`) print as one line
-``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
+Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`, and OSErrors such as a full disk or a file
+where a directory belongs) print as one line ``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdpipe.errors import report_user_errors
+from kdpipe.errors import report_user_errors  # KdpipeError / user-fixable OSError -> one line
 
 app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -57,22 +57,25 @@ def generate(
 
 @app.command()
 @report_user_errors
-def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory, OUT/<task>.")]):
-    """Show each stage of an output directory: done / partial (k of n shards) / stale / missing."""
+def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory, OUT/<task>.")],
+           deep: Annotated[bool, typer.Option(help="Also re-hash every shard against its recorded sha256.")] = False):
+    """Show each stage of an output directory: done / partial (k of n shards) / stale / missing / corrupt."""
     from kdpipe.pipeline.generate import status as get_status
 
-    for row in get_status(out_dir):
+    for row in get_status(out_dir, deep=deep):
         typer.echo(f"{row['stage']:<10} {row['state']:<8} {row['detail']}")
 
 
 @app.command()
 @report_user_errors
 def publish(src: Annotated[Path, typer.Argument(help="A finished task directory OUT/<task>.")],
-            dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")]):
+            dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")],
+            replace: Annotated[bool, typer.Option(
+                help="DEST holds another dataset: publish a new version in its place.")] = False):
     """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files."""
     from kdpipe.pipeline.publish import publish as do_publish
 
-    report = do_publish(src, dest, log=lambda m: typer.echo(m, err=True))
+    report = do_publish(src, dest, log=lambda m: typer.echo(m, err=True), replace=replace)
     typer.echo(f"published {report['copied']} file(s), {report['skipped']} already present, to {dest}")
 
 

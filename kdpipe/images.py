@@ -32,13 +32,39 @@ def hwc_to_float(images: np.ndarray) -> torch.Tensor:
     return to_float(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
 
 
-def decode_image(data: bytes, where: str) -> torch.Tensor:
-    """PNG/JPEG/... bytes -> uint8 ``[3, H, W]`` RGB. Raises DatasetError naming ``where`` if undecodable."""
+MAX_PIXELS = 4096 * 4096
+"""Largest image :func:`decode_image` decodes (pixels): StyleGAN2 teachers stop at 4096x4096. A 12000x12000 PNG
+(a decompression bomb of a few hundred KB) is refused from its header, before any pixel is decoded."""
+
+
+def decode_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None,
+                 max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """PNG/JPEG/... bytes -> uint8 ``[3, H, W]`` RGB.
+
+    The header is read first (Pillow's lazy ``Image.open``): its size must be ``expected_hw`` (H, W) when given,
+    and at most ``max_pixels`` pixels, else nothing is decoded.
+    Raises:
+        DatasetError: naming ``where``: undecodable bytes, an unexpected size, or too many pixels.
+    """
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():  # Pillow warns above 89M pixels; the limit below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
+            w, h = im.size
+            if expected_hw is not None and (h, w) != tuple(expected_hw):
+                raise DatasetError(f"image {where} is {h}x{w} (HxW) but this dataset's images are "
+                                   f"{expected_hw[0]}x{expected_hw[1]}; regenerate the shard or set data.resolution")
+            if w * h > max_pixels:
+                raise DatasetError(f"image {where} is {h}x{w} = {w * h} pixels, above the limit of {max_pixels} "
+                                   "(a decompression bomb or not a kdpipe image); regenerate the shard")
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except DatasetError:
+        raise
     except Exception as exc:  # Pillow raises many types for bad bytes
         raise DatasetError(f"image {where} cannot be decoded ({type(exc).__name__}: {exc})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)

@@ -1,5 +1,6 @@
-"""Dataset card (``README.md`` with YAML front matter as dataset hubs expect), from ``data_cards/template.md``
-plus the task's own notes ``data_cards/<task>.md``. Deterministic: no dates, sorted settings."""
+"""Dataset card (``README.md`` with YAML front matter as dataset hubs expect): the front matter from
+``yaml.safe_dump`` (:func:`front_matter`), the body from ``data_cards/template.md`` plus the task's own notes
+``data_cards/<task>.md``. Deterministic: no dates, sorted settings. :func:`check_card` parses it back."""
 
 from __future__ import annotations
 
@@ -10,17 +11,66 @@ from string import Template
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import yaml
 
 import kdpipe
+from kdpipe.errors import DatasetError
 
 CARD_DIR = Path(__file__).resolve().parent.parent / "data_cards"
 
 
+# Hugging Face hub ``size_categories`` values (huggingface_hub ``DatasetCardData``; hub validation rejects others).
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"),
+)
+
+
 def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "n>1M"
+    """The hub's size category of a dataset with ``n`` samples (``'n<1K'`` ... ``'n>1T'``)."""
+    return next((name for limit, name in SIZE_CATEGORIES if n < limit), "n>1T")
+
+
+def front_matter(values: dict) -> str:
+    """The card's YAML front matter (``---`` ... ``---``), written with ``yaml.safe_dump`` so any licence text or
+    teacher file name (quotes, backslashes, colons, newlines) stays valid YAML; keys in a fixed order."""
+    meta = {
+        "license": "other", "license_name": "teacher-licence", "license_details": values["license"],
+        "pretty_name": f"kdpipe {values['task']} dataset", "task_categories": ["image-to-image"],
+        "tags": ["synthetic", "stylegan2", "knowledge-distillation", "kdpipe"],
+        "size_categories": [values["size_category"]],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*.tar"}]}],
+        "kdpipe": {k: values[k] for k in ("task", "samples", "shards", "seed_min", "seed_max", "teacher",
+                                          "teacher_sha256", "teacher_format", "truncation_psi", "truncation_cutoff",
+                                          "noise_mode")} | {"kdpipe_version": values["version"]},
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120) + "---\n"
+
+
+def check_card(text: str, where: str) -> dict:
+    """Parse a card's YAML front matter as dataset hubs do; returns it.
+
+    Raises:
+        DatasetError: naming ``where``: no front matter, unparseable YAML, not a mapping, or a
+            ``size_categories`` value the hub does not accept.
+    """
+    if not text.startswith("---\n") or "\n---\n" not in text[3:]:
+        raise DatasetError(f"card '{where}' has no YAML front matter (--- ... ---); regenerate the card stage")
+    head = text[4:text.index("\n---\n", 3) + 1]
+    try:
+        meta = yaml.safe_load(head)
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"card '{where}' front matter is not valid YAML ({' '.join(str(exc).split())[:160]}); "
+                           "regenerate the card stage") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"card '{where}' front matter is a {type(meta).__name__}, not a mapping")
+    valid = {name for _, name in SIZE_CATEGORIES} | {"n>1T"}
+    bad = [c for c in meta.get("size_categories") or [] if c not in valid]
+    if bad:
+        raise DatasetError(f"card '{where}' has size category {bad[0]!r}, which the hub rejects; "
+                           f"valid: {', '.join(sorted(valid))}")
+    return meta
 
 
 def _distributions(table: pa.Table) -> str:
@@ -78,9 +128,9 @@ def render_card(cfg: dict, table: pa.Table, teacher: str, teacher_sha256: str, t
         task=task, samples=table.num_rows, shards=len(shards), size_category=_size_category(table.num_rows),
         seed_min=seed_min, seed_max=seed_max, teacher=teacher, teacher_sha256=teacher_sha256,
         teacher_format=teacher_format, truncation_psi=tc["truncation_psi"],
-        truncation_cutoff="null" if tc["truncation_cutoff"] is None else tc["truncation_cutoff"],
+        truncation_cutoff=tc["truncation_cutoff"],  # YAML null in the front matter, "null" in the body
         noise_mode=tc["noise_mode"], version=kdpipe.__version__,
-        license=cfg["card"]["license"].replace('"', "'"),
+        license=cfg["card"]["license"],
         description=(cfg["card"]["description"] or cfg.get("description") or "").strip(),
         teacher_note=(" **This teacher is an untrained built-in network: the data are for tests only.**"
                       if teacher_format == "builtin" else ""),
@@ -89,4 +139,6 @@ def render_card(cfg: dict, table: pa.Table, teacher: str, teacher_sha256: str, t
         task_doc=task_doc_path.read_text().strip() if task_doc_path.exists() else "",
         last_shard=shards[-1].rsplit("-", 1)[-1].removesuffix(".tar") if shards else "000000",
     )
-    return Template((CARD_DIR / "template.md").read_text()).substitute(values)
+    body_values = dict(values, truncation_cutoff="null" if tc["truncation_cutoff"] is None else tc["truncation_cutoff"],
+                       front_matter=front_matter(values))
+    return Template((CARD_DIR / "template.md").read_text()).substitute(body_values)

@@ -80,8 +80,9 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     return decisions
 
 
-def status(out_dir: Path, log=print) -> list[dict]:
-    """Per-stage state of an output directory ``OUT/<task>`` (reads its saved ``config.yaml``).
+def status(out_dir: Path, log=print, deep: bool = False) -> list[dict]:
+    """Per-stage state of the output directory ``out_dir`` as given (reads its saved ``config.yaml``; the
+    directory may have been renamed or moved). ``deep`` re-hashes every shard against its recorded sha256.
 
     Raises:
         ConfigError: no ``config.yaml`` there (not a kdpipe output directory).
@@ -92,4 +93,4 @@ def status(out_dir: Path, log=print) -> list[dict]:
         raise ConfigError(f"'{out_dir}' is not a kdpipe task directory (no config.yaml); pass OUT/<task>")
     cfg = from_dict(load_yaml(cfg_path, "saved config"))
     ctx = make_context(cfg, out_dir, log)
-    return stage_status(build_stages(cfg.task, cfg.stages), ctx)
+    return stage_status(build_stages(cfg.task, cfg.stages), ctx, deep=deep)

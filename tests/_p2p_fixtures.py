@@ -58,7 +58,16 @@ def _write(root: Path, task: str, samples: list[dict], per_shard: int) -> Path:
         with wds.TarWriter(str(shard_dir / f"{task}-{k // per_shard:06d}.tar")) as w:
             for s in samples[k:k + per_shard]:
                 w.write(s)
+    write_sums(root / task)
     return root / task
+
+
+def write_sums(task_dir: Path) -> None:
+    """``SHA256SUMS`` over ``shards/*.tar``, as ``kdpipe generate`` finishes a dataset (trainers require it)."""
+    from kdpipe.fsutil import file_sha256
+
+    tars = sorted((task_dir / "shards").glob("*.tar"))
+    (task_dir / "SHA256SUMS").write_text("".join(f"{file_sha256(t)}  shards/{t.name}\n" for t in tars))
 
 
 def make_pair_shards(root: str | Path, n: int = 16, size: int = 32, per_shard: int = 8, seed: int = 0,

@@ -60,3 +60,14 @@ def dataset_bytes(task_dir: Path) -> dict[str, bytes]:
     files = sorted((task_dir / "shards").glob("*.tar")) + [task_dir / n for n in
                                                           ("manifest.parquet", "README.md", "SHA256SUMS")]
     return {str(p.relative_to(task_dir)): p.read_bytes() for p in files}
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "benchmarks" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

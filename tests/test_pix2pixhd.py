@@ -12,7 +12,8 @@ import PIL.Image
 import pytest
 import torch
 
-from _p2p_fixtures import colour_edit, make_pair_shards, make_triplet_shards, p2p_overrides, smooth_image
+from _p2p_fixtures import (colour_edit, make_pair_shards, make_triplet_shards, p2p_overrides, smooth_image,
+                           write_sums)
 from kdpipe.errors import CheckpointError, ConfigError, DatasetError
 from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from kdpipe.trainers.core.loop import read_metrics
@@ -171,6 +172,7 @@ def test_errors_are_one_line(pairs, triplets, tmp_path):
     (tmp_path / "empty" / "shards").mkdir(parents=True)
     import webdataset as wds
     wds.TarWriter(str(tmp_path / "empty" / "shards" / "e-000000.tar")).close()
+    write_sums(tmp_path / "empty")
     expect(DatasetError, "is empty", overrides=o(tmp_path / "empty", "r2"))
     expect(DatasetError, "holds pair samples .* expects triplet", overrides=o(pairs, "r3", **{"data.kind": "triplet"}))
     run(overrides=o(pairs, "r4"))

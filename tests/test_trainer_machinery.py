@@ -13,7 +13,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from _p2p_fixtures import make_pair_shards, make_triplet_shards
+from _p2p_fixtures import make_pair_shards, make_triplet_shards, write_sums
 from kdpipe.errors import ConfigError, DatasetError
 from kdpipe.trainers.core.checkpoint import (TrainCheckpointError, capture_rng_state, checkpoint_path, latest_checkpoint,
                                         list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint)
@@ -180,6 +180,7 @@ def test_missing_and_empty_datasets_give_one_line_errors(tmp_path, pairs):
     empty = tmp_path / "empty" / "shards"
     empty.mkdir(parents=True)
     wds.TarWriter(str(empty / "e-000000.tar")).close()
+    write_sums(empty.parent)
     with pytest.raises(DatasetError, match="is empty") as err:
         inspect_dataset(empty.parent)
     assert "\n" not in str(err.value)
@@ -198,6 +199,7 @@ def test_mixed_task_shard_is_reported_while_streaming(tmp_path):
     pairs = make_pair_shards(tmp_path, n=4, per_shard=4)
     trip = make_triplet_shards(tmp_path, n=4, per_shard=4)
     shutil.copy(trip / "shards" / "style-mix-000000.tar", pairs / "shards" / "zz-000000.tar")
+    write_sums(pairs)  # listed, so only the sample keys betray it
     info = inspect_dataset(pairs)
     with pytest.raises(DatasetError, match="a shard of another task is mixed into this dataset"):
         _take(batch_iterator(info, DataConfig(batch_size=8, num_workers=0), 0), 1)

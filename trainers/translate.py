@@ -84,6 +84,21 @@ def _match_x2(files: list[Path], x2: Sequence[str | Path]) -> list[Path]:
     return second
 
 
+def check_output_dir(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output directory that is, or contains, one of the inputs (outputs keep input names: writing
+    there would overwrite the user's images).
+
+    Raises:
+        DatasetError: naming the output directory and the first input it would overwrite.
+    """
+    target = out.resolve()
+    for f in inputs:
+        src = Path(f).resolve()
+        if src == target or target in src.parents:
+            raise DatasetError(f"output directory {str(out)!r} contains the input {str(f)!r}: translate would "
+                               "overwrite your images; pass a new or different OUT_DIR")
+
+
 def _load(path: Path, hw: tuple[int, int] | None) -> torch.Tensor:
     img = to_float(read_image_file(path))
     if hw is not None and tuple(img.shape[1:]) != hw:
@@ -117,7 +132,8 @@ def translate(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str
         use_ema: use G_ema if the checkpoint has one.
     Returns: written paths, in input order.
     Raises:
-        DatasetError: missing/unreadable inputs, duplicate output names, missing x2 for a 6-channel student.
+        DatasetError: missing/unreadable inputs, duplicate output names, missing x2 for a 6-channel student,
+            an output directory that is or contains an input (:func:`check_output_dir`).
         TrainCheckpointError: unusable checkpoint.
     """
     if batch_size < 1:
@@ -134,6 +150,7 @@ def translate(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str
         raise DatasetError(f"checkpoint {str(checkpoint)!r} is a triplet student (x1, x2 -> y); pass --x2 with "
                            "the second images")
     seconds = _match_x2(files, x2) if meta["in_channels"] == 6 else None
+    check_output_dir(Path(out_dir), files + (seconds or []))
     if size is None:
         hw: tuple[int, int] | None = tuple(meta["image_hw"]) if meta["image_hw"] else None  # type: ignore[assignment]
     else:

@@ -29,6 +29,7 @@ import torch
 
 from kdpipe.errors import ConfigError
 from kdpipe.fsutil import atomic_write_bytes
+from kdpipe.pipeline.runner.integrity import output_problem, record_outputs
 from kdpipe.pipeline.runner.lock import exclusive, hold_run_lock
 from kdpipe.pipeline.runner.stage import Context, Stage
 
@@ -177,10 +178,8 @@ def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
             action, reason = "run", "upstream changed" if redo_below else describe_change(state.get("inputs"), inputs)
         elif state.get("status") != "done":
             action, reason = "resume", state.get("detail", "interrupted")
-        elif missing := [p for p in stage.outputs(ctx) if not p.exists()]:
-            action, reason = "run", f"output missing: {missing[0].name}"
-        elif problem := stage.check(ctx, fp):
-            action, reason = "resume", problem
+        elif problem := output_problem(stage, ctx, state, fp):  # the files, not the state file, say what is done
+            action, reason = ("resume" if stage.sharded else "run"), problem
         else:
             action, reason = "skip", "up to date"
         if redo_below and action == "skip":
@@ -213,7 +212,8 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
                         clean_outputs(ctx, later)
                 if not stage.sharded:
                     state = read_state(ctx.out, stage.name)
-                    if state and state.get("fingerprint") == decision.fingerprint and state.get("status") == "done":
+                    if state and state.get("fingerprint") == decision.fingerprint and state.get("status") == "done" \
+                            and output_problem(stage, ctx, state, fp) is None:
                         continue  # another rank did it while we waited for the lock
                 write_state(ctx.out, stage.name, {"fingerprint": decision.fingerprint, "status": "running",
                                                   "detail": "interrupted while running", "inputs": decision.inputs})
@@ -237,7 +237,7 @@ def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list
                     return decisions
                 state = read_state(ctx.out, stage.name) or {}
                 if state.get("status") != "done":
-                    write_state(ctx.out, stage.name, _done_state(decision, summary))
+                    write_state(ctx.out, stage.name, _done_state(decision, summary, {}))
     return decisions
 
 
@@ -245,20 +245,23 @@ def _run_one(stage: Stage, ctx: Context, decision: Decision) -> None:
     t0 = time.time()
     summary = stage.run(ctx, decision.fingerprint)
     summary["seconds"] = round(time.time() - t0, 3)
-    write_state(ctx.out, stage.name, _done_state(decision, summary))
+    write_state(ctx.out, stage.name, _done_state(decision, summary, record_outputs(stage, ctx)))
 
 
-def _done_state(decision: Decision, summary: dict) -> dict:
+def _done_state(decision: Decision, summary: dict, outputs: dict) -> dict:
     return {"fingerprint": decision.fingerprint, "status": "done", "summary": summary, "inputs": decision.inputs,
-            "finished_unix": round(time.time(), 3)}
+            "outputs": outputs, "finished_unix": round(time.time(), 3)}
 
 
-def stage_status(stages: list[Stage], ctx: Context) -> list[dict]:
-    """Per stage: ``{'stage', 'state': done|partial|stale|missing|corrupt, 'detail'}`` for ``kdpipe status``."""
+def stage_status(stages: list[Stage], ctx: Context, deep: bool = False) -> list[dict]:
+    """Per stage: ``{'stage', 'state': done|partial|stale|missing|corrupt, 'detail'}`` for ``kdpipe status``.
+
+    ``deep`` also re-hashes every shard against the sha256 in its done record (reads every byte).
+    """
     rows = []
     for d, stage in zip(plan(stages, ctx), stages):
         state = read_state(ctx.out, stage.name)
-        rep = stage.shard_report(ctx, d.fingerprint)
+        rep = stage.shard_report(ctx, d.fingerprint, check_hash=deep)
         if rep is not None:
             if rep["done"] == rep["total"] and d.action == "skip":
                 rows.append({"stage": stage.name, "state": "done",

@@ -76,8 +76,9 @@ class Stage(Protocol):
     def summarize(self, ctx: Context, fingerprint: str) -> dict:
         """The summary :meth:`run` returns, recomputed from what is on disk (a rank waiting for its peers)."""
 
-    def shard_report(self, ctx: Context, fingerprint: str) -> dict | None:
-        """``{'total', 'done', 'problems'}`` of sharded stages for ``kdpipe status``; None when not sharded."""
+    def shard_report(self, ctx: Context, fingerprint: str, check_hash: bool = False) -> dict | None:
+        """``{'total', 'done', 'problems'}`` of sharded stages for ``kdpipe status``; None when not sharded.
+        ``check_hash`` re-hashes every shard against its done record (reads every byte)."""
 
 
 class SingleStage:
@@ -100,5 +101,5 @@ class SingleStage:
     def summarize(self, ctx: Context, fingerprint: str) -> dict:
         return {"complete": True}
 
-    def shard_report(self, ctx: Context, fingerprint: str) -> dict | None:
+    def shard_report(self, ctx: Context, fingerprint: str, check_hash: bool = False) -> dict | None:
         return None

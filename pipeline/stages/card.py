@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from kdpipe.fsutil import atomic_write_text, file_sha256
 from kdpipe.pipeline.card import render_card
 from kdpipe.pipeline.runner.shards import SHARD_DIR, list_shards
 from kdpipe.pipeline.runner.stage import Context, SingleStage
-from kdpipe.pipeline.stages.manifest import MANIFEST
+from kdpipe.pipeline.stages.manifest import MANIFEST, read_parquet
 
 CARD = "README.md"
 SUMS = "SHA256SUMS"
@@ -29,7 +27,7 @@ class CardStage(SingleStage):
         return [ctx.out / CARD, ctx.out / SUMS]
 
     def run(self, ctx: Context, fingerprint: str) -> dict:
-        table = pq.read_table(ctx.out / MANIFEST)
+        table = read_parquet(ctx.out / MANIFEST)
         summaries = {}
         for name in ctx.cfg.stages:
             state_path = ctx.out / "stages" / f"{name}.json"

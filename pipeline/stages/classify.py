@@ -20,6 +20,7 @@ from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.runner.sharded import ShardedStage
 from kdpipe.pipeline.runner.shards import record_done
 from kdpipe.pipeline.runner.stage import Context
+from kdpipe.pipeline.stages.manifest import read_parquet
 
 CLASSIFY_BLOCK = 16  # images per classifier call in `classify`, aligned to the part start
 
@@ -66,5 +67,5 @@ class ClassifyStage(ShardedStage):
 def read_classified(out: Path) -> dict[str, np.ndarray]:
     """All classify parts of ``OUT/<task>`` concatenated, as columns (index order)."""
     parts = sorted((out / "classify").glob("part-*.parquet"))
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    table = pa.concat_tables([read_parquet(p) for p in parts])
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}

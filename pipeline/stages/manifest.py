@@ -39,6 +39,20 @@ def write_parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def read_parquet(source) -> pa.Table:
+    """A whole parquet file (path, or bytes-like / file object) as a table, read on the calling thread.
+
+    ``pq.read_table`` goes through Arrow's dataset scanner, whose worker threads can still be alive when the
+    interpreter exits; under CPU load that aborts the process with exit 134 ("terminate called without an
+    active exception", apache/arrow#34314, #39862) after the work is done. ``ParquetFile.read(use_threads=False)``
+    starts no scanner and no thread pool.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = pa.BufferReader(source)
+    with pq.ParquetFile(source, pre_buffer=False) as f:
+        return f.read(use_threads=False)
+
+
 class ManifestStage(SingleStage):
     """``manifest``: ``manifest.parquet`` with one row per sample (key, shard, index, seeds, attributes...)."""
 

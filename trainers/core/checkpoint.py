@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,28 @@ def load_checkpoint(path: str | Path, trainer: str | None = None) -> dict[str, A
             checkpoint, a newer format version, or written by another trainer.
     """
     p = Path(path)
+    if p.is_dir():
+        raise TrainCheckpointError(f"checkpoint {str(p)!r} is a directory (a training run?); pass one of its "
+                                   "ckpt-*.pt files")
     if not p.is_file():
         raise TrainCheckpointError(f"checkpoint {str(p)!r} does not exist; pass an existing ckpt-*.pt file")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle (e.g. a teacher .pkl) warns about its protocol first
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, unsafe global: all mean "cannot use this file"
+        teacher = _teacher_format(p)
+        if teacher:
+            raise TrainCheckpointError(f"{str(p)!r} is a StyleGAN2 teacher ({teacher}), not a trainer checkpoint; "
+                                       "pass a ckpt-*.pt written by 'kdpipe train'") from None
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise TrainCheckpointError(
-            f"checkpoint {str(p)!r} is unreadable or corrupt ({type(exc).__name__}: {reason}); "
-            "delete it to resume from the previous checkpoint, or pass another file") from None
+            f"checkpoint {str(p)!r} is unreadable or corrupt ({type(exc).__name__}: {reason}); pass another "
+            "ckpt-*.pt (to resume an interrupted run from the previous one, move this file out of the run "
+            "directory)") from None
+    if isinstance(state, dict) and ("g_ema" in state or "style.1.weight" in state):
+        raise TrainCheckpointError(f"{str(p)!r} is a StyleGAN2 teacher (rosinality), not a trainer checkpoint; "
+                                   "pass a ckpt-*.pt written by 'kdpipe train'")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainCheckpointError(f"{str(p)!r} is not a kdpipe training checkpoint (no format={FORMAT!r} field)")
     if int(state.get("version", 0)) > VERSION:
@@ -109,6 +123,18 @@ def load_checkpoint(path: str | Path, trainer: str | None = None) -> dict[str, A
         if key not in state:
             raise TrainCheckpointError(f"checkpoint {str(p)!r} lacks the {key!r} entry; it cannot be resumed")
     return state
+
+
+def _teacher_format(path: Path) -> str | None:
+    """The StyleGAN2 checkpoint format of ``path`` ('nvlabs-tf', ...) if the teacher loader reads it, else None
+    (used only to word an error: a teacher pickle passed where a training checkpoint belongs)."""
+    from kdpipe.errors import KdpipeError
+    from kdpipe.pipeline.teacher.formats.checkpoints import load_checkpoint as load_teacher_checkpoint
+
+    try:
+        return load_teacher_checkpoint(path).format
+    except KdpipeError:
+        return None
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -35,6 +35,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from kdpipe.errors import DatasetError, KdpipeError
 from kdpipe.images import decode_image, to_float
+from kdpipe.trainers.core.finished import require_finished, verify_shard
 
 from .config import DataConfig
 
@@ -85,27 +86,17 @@ def _is_remote(s: str) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
-def _check_sha256sums(root: Path, tars: list[Path]) -> None:
-    sums = root / "SHA256SUMS"
-    if not sums.is_file():
-        return
-    present = {t.name for t in tars}
-    listed = [line.split()[-1].lstrip("*") for line in sums.read_text().splitlines() if line.strip()]
-    missing = [n for n in listed if n.endswith(".tar") and Path(n).name not in present]
-    if missing:
-        raise DatasetError(f"dataset {str(root)!r}: {len(missing)} shard(s) listed in SHA256SUMS are missing "
-                           f"(first: {missing[0]!r}); re-run the generate command to rebuild them")
-
-
 def resolve_shards(path: str | Path | Sequence[str | Path]) -> list[str]:
     """Expand a dataset location into a sorted list of shard URLs.
 
-    Accepts ``OUT/<task>`` (uses ``shards/*.tar``; checks SHA256SUMS if present), a directory of tars,
+    Accepts ``OUT/<task>`` (uses ``shards/*.tar``; its SHA256SUMS must exist: see
+    :mod:`kdpipe.trainers.core.finished`), a directory of tars (with a SHA256SUMS beside or above it),
     one tar, a glob, a brace pattern, an fsspec URL (directory, glob or braces), a ``pipe:`` command
     (brace-expanded), or a list of any of these.
 
     Raises:
-        DatasetError: the location does not exist, holds no ``*.tar``, or a listed shard is missing.
+        DatasetError: the location does not exist, holds no ``*.tar``, is unfinished (no SHA256SUMS), or a
+            listed shard is missing.
     """
     if isinstance(path, (list, tuple)):
         return [u for p in path for u in resolve_shards(p)]
@@ -143,7 +134,8 @@ def resolve_shards(path: str | Path | Sequence[str | Path]) -> list[str]:
         if p.is_dir():
             shard_dir = p / "shards" if (p / "shards").is_dir() else p
             tars = sorted(shard_dir.glob("*.tar"))
-            _check_sha256sums(p, tars)
+            if tars:  # OUT/<task>, or OUT/<task>/shards whose SHA256SUMS is one level up
+                require_finished(p.parent if shard_dir == p and (p.parent / "SHA256SUMS").is_file() else p)
             urls = [str(t) for t in tars]
         elif p.is_file():
             urls = [s]
@@ -174,6 +166,7 @@ def shard_samples(url: str) -> Iterator[dict[str, Any]]:
     Raises:
         DatasetError: the shard cannot be opened or is not a readable tar.
     """
+    verify_shard(url)  # once per file: a shard differing from SHA256SUMS is never read
     try:
         stream = _open_url(url)
     except Exception as exc:
@@ -315,8 +308,8 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     def _image(self, sample: dict, name: str, flip: bool) -> torch.Tensor:
         where = f"{name} of sample {sample['__key__']!r} in {sample['__url__']!r}"
-        img = to_float(decode_image(sample[name], where))
-        res = self.cfg.resolution
+        res = self.cfg.resolution  # None: every image must have the first sample's size (checked from the header)
+        img = to_float(decode_image(sample[name], where, expected_hw=None if res is not None else self.info.image_hw))
         if res is not None and tuple(img.shape[1:]) != (res, res):
             img = F.interpolate(img[None], size=(res, res), mode="bilinear", antialias=True,
                                 align_corners=False)[0]

@@ -40,6 +40,8 @@ from kdpipe.pipeline.teacher.formats.convert_rosinality import rosinality_to_nv_
 from kdpipe.pipeline.teacher.formats.convert_tf import tf_to_nv_discriminator, tf_to_nv_generator
 from kdpipe.fsutil import file_sha256
 from kdpipe.errors import CheckpointError
+from kdpipe.pipeline.teacher.formats.budget import (MAX_DEPTH, check_architecture, check_param_budget, check_tensors,
+                                                    iter_tensors, plain_copy)
 from kdpipe.pipeline.teacher.formats.safe_pickle import PersistentObject, TFNetworkStub, safe_load
 
 FORMATS = ("nvlabs-tf", "nvlabs-pytorch", "rosinality")
@@ -107,10 +109,12 @@ def load_checkpoint(path: str | Path) -> LoadedTeacher:
         head = f.read(32)
     if head.startswith(b"PK\x03\x04") or head.startswith(_TORCH_LEGACY_MAGIC):
         data = _torch_load(path)
+        check_tensors(iter_tensors(data, f"checkpoint '{name}'"), f"checkpoint '{name}'")  # before any conversion
         loaded = _from_torch_file(data, path)
     elif len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         with open(path, "rb") as f:
             data = safe_load(f, name)
+        check_tensors(iter_tensors(data, f"checkpoint '{name}'"), f"checkpoint '{name}'")
         loaded = _from_pickle(data, path)
     else:
         raise CheckpointError(f"checkpoint '{name}' is not a checkpoint: it {_describe(head)}; {_EXPECTED}")
@@ -227,7 +231,10 @@ def collect_tf_params(net: TFNetworkStub, source: str = "<checkpoint>") -> dict:
     """
     params: dict[str, Any] = {}
 
-    def recurse(prefix: str, n: Any) -> None:
+    def recurse(prefix: str, n: Any, depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"checkpoint '{source}': TensorFlow components nested deeper than {MAX_DEPTH} "
+                                  "levels; do not trust this file")
         if not isinstance(n, TFNetworkStub) or not isinstance(getattr(n, "variables", None), list):
             raise CheckpointError(f"checkpoint '{source}': TensorFlow network state lacks its variables list")
         if not isinstance(getattr(n, "version", None), int) or n.version < 4:
@@ -238,7 +245,7 @@ def collect_tf_params(net: TFNetworkStub, source: str = "<checkpoint>") -> dict:
                 raise CheckpointError(f"checkpoint '{source}': malformed TensorFlow variable entry")
             params[prefix + item[0]] = item[1]
         for key, comp in dict(getattr(n, "components", None) or {}).items():
-            recurse(prefix + key + "/", comp)
+            recurse(prefix + key + "/", comp, depth + 1)
 
     recurse("", net)
     return params
@@ -261,15 +268,6 @@ def _from_tf(Gs: TFNetworkStub, D: TFNetworkStub | None, path: Path) -> LoadedTe
     return loaded
 
 
-def _plain(obj: Any) -> Any:
-    """EasyDictStub / OrderedDict / tuples of them -> plain dicts and lists (kwargs as kdpipe passes them)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def _init_kwargs(obj: PersistentObject, arg_names: tuple, source: str) -> dict:
     """Constructor kwargs a persistent object was built with (``_init_args`` named + ``_init_kwargs``)."""
     args = obj.state.get("_init_args") or ()
@@ -278,16 +276,20 @@ def _init_kwargs(obj: PersistentObject, arg_names: tuple, source: str) -> dict:
         raise CheckpointError(f"checkpoint '{source}': {obj.class_name} has malformed init arguments")
     out = dict(zip(arg_names, args))
     out.update(kwargs)
-    return _plain(out)
+    return plain_copy(out, f"checkpoint '{source}': {obj.class_name} init arguments")
 
 
-def persistent_state_dict(obj: PersistentObject, source: str = "<checkpoint>", prefix: str = "") -> dict:
+def persistent_state_dict(obj: PersistentObject, source: str = "<checkpoint>", prefix: str = "",
+                          depth: int = 0) -> dict:
     """``nn.Module.state_dict()`` of a pickled persistent module, without building it.
 
     Order as torch: own ``_parameters`` (None skipped), own ``_buffers`` (None and
     ``_non_persistent_buffers_set`` skipped), then each child in ``_modules`` with ``name.`` prefixed.
     Values: detached float tensors (Parameters unwrapped).
     """
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"checkpoint '{source}': modules nested deeper than {MAX_DEPTH} levels "
+                              f"(at {prefix[:80]!r}); do not trust this file")
     st = obj.state
     out: dict[str, torch.Tensor] = {}
     skip = st.get("_non_persistent_buffers_set") or set()
@@ -303,7 +305,7 @@ def persistent_state_dict(obj: PersistentObject, source: str = "<checkpoint>", p
             continue
         if not isinstance(child, PersistentObject):
             raise CheckpointError(f"checkpoint '{source}': sub-module {prefix}{name} is not a persistent object")
-        out.update(persistent_state_dict(child, source, prefix + name + "."))
+        out.update(persistent_state_dict(child, source, prefix + name + ".", depth + 1))
     return out
 
 
@@ -381,6 +383,8 @@ def build_networks(loaded: LoadedTeacher) -> tuple[torch.nn.Module, torch.nn.Mod
 
 
 def _build(cls: type, kwargs: dict, sd: dict, what: str) -> torch.nn.Module:
+    check_architecture(kwargs, what)  # bounds first: nothing below allocates for an absurd field
+    check_param_budget(kwargs, what)
     try:
         with torch.random.fork_rng(devices=[]):  # constructors draw random init weights; keep the caller's RNG
             net = cls(**kwargs)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from kdpipe.errors import CheckpointError
+from kdpipe.pipeline.teacher.formats.budget import tensor_layout_problem
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
@@ -95,7 +96,8 @@ def _check_hooks(hooks: Any, what: str) -> None:
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
-    """Checked ``torch._utils._rebuild_tensor_v2``: a storage, int offset/sizes/strides, no hooks."""
+    """Checked ``torch._utils._rebuild_tensor_v2``: a storage, int offset/sizes/strides that fit the storage,
+    no hooks."""
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise _Refused(f"tensor storage is a {type(storage).__name__}, not a torch storage")
     ints = (storage_offset, *size, *stride)
@@ -104,6 +106,10 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, bac
     _check_hooks(backward_hooks, "a tensor")
     if metadata is not None and not isinstance(metadata, dict):
         raise _Refused("tensor metadata is not a dict")
+    numel = storage._size() if isinstance(storage, torch.storage.TypedStorage) else storage.nbytes()
+    problem = tensor_layout_problem(numel, storage_offset, tuple(size), tuple(stride))
+    if problem:  # checked before the view exists: a dtype conversion would materialise every element
+        raise _Refused(problem)
     return torch._utils._rebuild_tensor_v2(storage, storage_offset, tuple(size), tuple(stride), requires_grad,
                                            collections.OrderedDict(), metadata)
 
