@@ -128,8 +128,10 @@ def _mount_trainers() -> None:
     """``kdpipe train pix2pixhd|stargan2-kd|stargan2`` and ``kdpipe translate`` (trainers import pipeline)."""
     from kdpipe.trainers.cli_train import train_app, translate_command
     from kdpipe.trainers.stargan2.cli import app as stargan2_app
+    from kdpipe.trainers.stylegan2.cli import stylegan2_command
 
-    train_app.add_typer(stargan2_app)  # no name: its commands join `kdpipe train`
+    train_app.add_typer(stargan2_app)
+    train_app.command("stylegan2")(stylegan2_command)  # no name: its commands join `kdpipe train`
     app.add_typer(train_app, name="train")
     app.command("translate")(translate_command)
 
