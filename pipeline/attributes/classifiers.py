@@ -347,6 +347,15 @@ def _stats(attributes: tuple[str, ...]) -> Callable[..., Classifier]:
     return lambda **kwargs: ImageStatistics(attributes=attributes, **kwargs)
 
 
+def _digits(name: str) -> Callable[..., Classifier]:
+    def make(**kwargs: Any) -> Classifier:
+        from .digits import DigitClassifier, StrokeStatistics  # lazy: trains a small sklearn MLP at first use
+
+        return DigitClassifier(**kwargs) if name == "digit" else StrokeStatistics(attributes=(name,), **kwargs)
+
+    return make
+
+
 # name -> factory(**kwargs); stages.yaml names classifiers by these keys (or a dotted path).
 BUILTIN_CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
     "face": _face(("face",)),
@@ -357,6 +366,7 @@ BUILTIN_CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
     "hue": _stats(("hue",)),
     "saturation": _stats(("saturation",)),
     "image-stats": _stats(IMAGE_STAT_ATTRIBUTES),
+    **{name: _digits(name) for name in ("digit", "stroke", "ink")},
 }
 
 

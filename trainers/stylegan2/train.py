@@ -279,12 +279,12 @@ class StyleGAN2Trainer:
 
     def export(self, out_dir: str | Path, step: int) -> list[Path]:
         """Write ``network-snapshot-<step>.pkl`` (stylegan2-ada-pytorch layout: G_ema as G and G_ema, and D) and
-        ``G_ema-<step>.safetensors`` into ``out_dir``; both load with ``load_teacher``."""
+        ``G_ema-<step>.safetensors`` (G_ema and D) into ``out_dir``."""
         from kdpipe.pipeline.teacher.formats.export import write_nvlabs_pytorch_pkl
         from kdpipe.pipeline.teacher.formats.safetensors_io import write_generator_safetensors
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         pkl = write_nvlabs_pytorch_pkl(out / f"network-snapshot-{step:06d}.pkl", self.G_ema, self.D)
-        st = write_generator_safetensors(out / f"G_ema-{step:06d}.safetensors", self.G_ema)
+        st = write_generator_safetensors(out / f"G_ema-{step:06d}.safetensors", self.G_ema, self.D)
         return [pkl, st]
