@@ -124,6 +124,19 @@ def classify(
         typer.echo(json.dumps(entry, sort_keys=True))
 
 
+@app.command()
+@user_errors
+def preview(task_dir: Annotated[Path, typer.Argument(help="A generated task directory, OUT/<task>.")],
+            png: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("preview.png"),
+            rows: Annotated[int, typer.Option(help="Samples per column.")] = 8,
+            columns: Annotated[int, typer.Option(help="Columns of samples.")] = 1,
+            scale: Annotated[int, typer.Option(help="Integer upscale (nearest).")] = 1):
+    """Write a PNG grid of a dataset's first samples (x1 x2 y, or src tgt, per sample)."""
+    from kdpipe.pipeline.preview import contact_sheet
+
+    typer.echo(contact_sheet(task_dir, png, rows, columns, scale))
+
+
 def _mount_trainers() -> None:
     """``kdpipe train pix2pixhd|stargan2-kd|stargan2`` and ``kdpipe translate`` (trainers import pipeline)."""
     from kdpipe.trainers.cli_train import train_app, translate_command

@@ -49,6 +49,9 @@ def load_images(path: str, resolution: int | None = None) -> torch.Tensor:
         DatasetError: nothing found, images of different sizes without ``resolution``, or a side that is not a
             power of two >= 4.
     """
+    if path not in BUILTIN_DATASETS and not Path(path).exists() and not any(c in path for c in "*?[{:"):
+        raise DatasetError(f"--data {path!r} does not exist; pass an image folder, a kdpipe shard directory or "
+                           f"one of {', '.join(BUILTIN_DATASETS)}")
     if path == "digits":
         from kdpipe.pipeline.digits import real_digits
 
