@@ -11,10 +11,6 @@ from kdpipe.pipeline.attributes.digits import (StrokeStatistics, default_digit_m
                                                frechet_distance, to_digit8, train_digit_model)
 from kdpipe.pipeline.digits import real_digits, split_indices
 
-# The shipped teacher misses the issue-13 quality floor (numbers in data_cards/digits-32.md); strict, so the test
-# fails the day a better teacher ships and this marker must go.
-FLOOR_MISSED = "builtin:digits-32 is under-trained: see data_cards/digits-32.md (quality)"
-
 
 def test_real_digits_are_32px_white_on_black_and_read_back_to_8x8():
     x, y = real_digits()
@@ -69,7 +65,6 @@ def test_demo_teacher_ships_trained_with_its_discriminator():
     assert (img[:, 0] - img[:, 1]).abs().max() < 0.2  # grey as RGB, like its training data
 
 
-@pytest.mark.xfail(strict=True, reason=FLOOR_MISSED)
 def test_demo_teacher_draws_digits_a_fresh_classifier_recognises(one_thread):
     """Issue 13 'Done when': seeds 0-999, psi 1; a classifier trained here on another split than the shipped one."""
     from kdpipe.pipeline.latents import z_from_seeds
