@@ -39,7 +39,7 @@ def user_errors(fn):
 @app.command()
 @user_errors
 def generate(
-    task: Annotated[str, typer.Option(help="Task from stages.yaml: style-mix, morph, gender, age, brightness.")],
+    task: Annotated[str, typer.Option(help="Task from stages.yaml: style-mix, morph, gender, age, brightness, stroke.")],
     out: Annotated[Path, typer.Option(help="Output root; the task writes OUT/<task>/.", envvar="KDPIPE_OUT")] = Path("out"),
     generator: Annotated[Optional[str], typer.Option(
         help="Teacher: NVlabs TF .pkl, stylegan2-ada/stylegan3 .pkl, rosinality .pt, or builtin:random-64.")] = None,
