@@ -21,7 +21,7 @@ app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast stu
 @app.command()
 @report_user_errors
 def generate(
-    task: Annotated[str, typer.Option(help="Task from stages.yaml: style-mix, morph, gender, age, brightness.")],
+    task: Annotated[str, typer.Option(help="Task from stages.yaml: style-mix, morph, gender, age, brightness, stroke.")],
     out: Annotated[Path, typer.Option(help="Output root; the task writes OUT/<task>/.", envvar="KDPIPE_OUT")] = Path("out"),
     generator: Annotated[Optional[str], typer.Option(
         help="Teacher: NVlabs TF .pkl, stylegan2-ada/stylegan3 .pkl, rosinality .pt, or builtin:random-64.")] = None,
@@ -109,6 +109,19 @@ def classify(
             for c in (classifier or ["face-attributes"])]
     for entry in classify_files(images, clfs):
         typer.echo(json.dumps(entry, sort_keys=True))
+
+
+@app.command()
+@report_user_errors
+def preview(task_dir: Annotated[Path, typer.Argument(help="A generated task directory, OUT/<task>.")],
+            png: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("preview.png"),
+            rows: Annotated[int, typer.Option(help="Samples per column.")] = 8,
+            columns: Annotated[int, typer.Option(help="Columns of samples.")] = 1,
+            scale: Annotated[int, typer.Option(help="Integer upscale (nearest).")] = 1):
+    """Write a PNG grid of a dataset's first samples (x1 x2 y, or src tgt, per sample)."""
+    from kdpipe.pipeline.preview import contact_sheet
+
+    typer.echo(contact_sheet(task_dir, png, rows, columns, scale))
 
 
 def _mount_trainers() -> None:

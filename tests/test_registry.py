@@ -20,6 +20,11 @@ TINY_SG2 = {"model.img_size": 16, "model.dim_in": 8, "model.max_conv_dim": 32, "
             "loop.log_every": 1}
 
 
+TINY_STYLEGAN2 = {"data.resolution": 8, "data.batch_size": 4, "model.z_dim": 8, "model.w_dim": 8,
+                  "model.channel_base": 64, "model.channel_max": 8, "loop.sample_every": 0, "loop.log_every": 1,
+                  "loop.ckpt_every": 4}
+
+
 def _folder(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for name in ("cat", "dog"):
@@ -43,6 +48,7 @@ def trainer_args(tmp_path_factory) -> dict[str, list[str]]:
         "pix2pixhd": ["--data", str(pairs), *_set(p2p)],
         "stargan2-kd": ["--teacher", "builtin:random-16", *_set(TINY_SG2)],
         "stargan2": ["--data", str(_folder(root / "folder")), "--batch-size", "2", *_set(TINY_SG2)],
+        "stylegan2": ["--data", "digits", *_set(TINY_STYLEGAN2)],
     }
 
 

@@ -21,6 +21,8 @@ from kdpipe.trainers.core.run import launch, setup_run
 from kdpipe.trainers.pix2pixhd import train as pix2pixhd
 from kdpipe.trainers.stargan2 import config as sg2_config
 from kdpipe.trainers.stargan2 import train_ft, train_kd
+from kdpipe.trainers.stylegan2 import run as stylegan2
+from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
 
 Setup = Callable[[Any, "dict | None", Mapping[str, Any]], Callable[[DistInfo], tuple[Any, Callable]]]
 
@@ -108,3 +110,8 @@ def train(name: str, config_path: str | Path | None = None, overrides: Mapping[s
         return fit(trainer, cfg.loop, batches, dist, config_to_dict(cfg), state)
 
     return launch(cfg, body)
+register(TrainerSpec(
+    "stylegan2", "StyleGAN2 (Karras et al. 2020) as stylegan2-ada-pytorch trains it; snapshots load as teachers.",
+    StyleGAN2TrainConfig, stylegan2.setup,
+    options={"init": "model.init", "resolution": "data.resolution", "augment": "model.augment",
+             "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}))

@@ -78,6 +78,9 @@ BUILTIN_CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
     "hue": lazy("image_stats", "ImageStatistics", ("hue",)),
     "saturation": lazy("image_stats", "ImageStatistics", ("saturation",)),
     "image-stats": lazy("image_stats", "ImageStatistics", ("brightness", "hue", "saturation")),
+    "digit": lazy("digits", "DigitClassifier", ("digit",)),  # the demo teacher's domain (builtin:digits-32)
+    "stroke": lazy("digits", "StrokeStatistics", ("stroke",)),
+    "ink": lazy("digits", "StrokeStatistics", ("ink",)),
 }
 
 

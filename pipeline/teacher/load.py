@@ -1,7 +1,8 @@
-"""Getting a teacher: a user's checkpoint (three official formats) or a built-in tiny untrained one.
+"""Getting a teacher: a user's checkpoint (three official formats) or a built-in one.
 
 ``load_teacher('builtin:random-64')`` builds a deterministic, *untrained* StyleGAN2 for tests and smoke
-runs; anything else is a path loaded by :mod:`kdpipe.pipeline.teacher.formats.checkpoints` (never executes file content).
+runs; ``builtin:digits-32`` is a *trained* demo teacher shipped as package data (see
+``data_cards/digits-32.md``); anything else is a path loaded by :mod:`kdpipe.pipeline.teacher.formats.checkpoints` (never executes file content).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ BUILTINS = {
     "random-256": (256, 128, 16384, 128, 8),
 }
 
+# name -> safetensors file in kdpipe/pipeline/teacher/weights/ (written by kdpipe train stylegan2)
+TRAINED_BUILTINS = {"digits-32": "digits-32.safetensors"}
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
 
 @dataclass
 class Teacher:
@@ -36,7 +41,7 @@ class Teacher:
         D: discriminator (same treatment) or ``None`` when the checkpoint has none.
         name: ``builtin:<name>`` or the checkpoint file name.
         sha256: hex digest of the checkpoint file (of the builtin's parameters for built-ins).
-        format: ``'builtin'``, ``'nvlabs-tf'``, ``'nvlabs-pytorch'`` or ``'rosinality'``.
+        format: ``'builtin'`` (untrained), ``'builtin-trained'``, ``'nvlabs-tf'``, ``'nvlabs-pytorch'`` or ``'rosinality'``.
         info: notes from the loader (fp16/conv_clamp settings found, how ``w_avg`` was obtained, ...).
     """
 
@@ -52,6 +57,23 @@ class Teacher:
         return self.format != "builtin"
 
 
+def load_trained_builtin(name: str) -> Teacher:
+    """A shipped trained teacher (``TRAINED_BUILTINS``): G_ema and D from package data, sha256 of the file.
+
+    Raises: CheckpointError when the weights file is missing from the installation.
+    """
+    from kdpipe.fsutil import file_sha256
+    from kdpipe.pipeline.teacher.formats.safetensors_io import load_generator_safetensors
+
+    path = WEIGHTS_DIR / TRAINED_BUILTINS[name]
+    if not path.is_file():
+        raise CheckpointError(f"builtin:{name} weights {str(path)!r} are missing; reinstall kdpipe "
+                              "(they ship as package data)")
+    G, D = load_generator_safetensors(path, with_D=True)
+    info = {"note": f"trained demo teacher; see data_cards/{name}.md"}
+    return Teacher(G, D, f"{BUILTIN_PREFIX}{name}", file_sha256(path), "builtin-trained", info)
+
+
 def build_builtin(name: str) -> tuple[Generator, Discriminator]:
     """Deterministic untrained StyleGAN2 ``(G, D)`` for tests and smoke runs (CPU-fast, a few 1e4-1e5 parameters).
 
@@ -64,7 +86,7 @@ def build_builtin(name: str) -> tuple[Generator, Discriminator]:
     """
     if name not in BUILTINS:
         raise CheckpointError(f"unknown built-in teacher 'builtin:{name}'; known: "
-                              + ", ".join(f"builtin:{k}" for k in BUILTINS))
+                              + ", ".join(f"builtin:{k}" for k in [*BUILTINS, *TRAINED_BUILTINS]))
     res, z_dim, channel_base, channel_max, n_mlp = BUILTINS[name]
     seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
@@ -95,7 +117,7 @@ def load_teacher(spec: str, device: str | torch.device = "cpu") -> Teacher:
     """Load a teacher from ``builtin:<name>`` or a checkpoint path.
 
     Args:
-        spec: ``builtin:random-64`` etc., or a path to an NVlabs TF ``.pkl``, stylegan2-ada-pytorch / stylegan3
+        spec: ``builtin:random-64`` etc., ``builtin:digits-32`` (trained demo), or a path to an NVlabs TF ``.pkl``, stylegan2-ada-pytorch / stylegan3
             ``.pkl`` or rosinality ``.pt`` (format detected from the content).
         device: where to put the networks.
     Raises:
@@ -103,6 +125,10 @@ def load_teacher(spec: str, device: str | torch.device = "cpu") -> Teacher:
     """
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]
+        if name in TRAINED_BUILTINS:
+            teacher = load_trained_builtin(name)
+            return Teacher(teacher.G.to(device), teacher.D.to(device) if teacher.D is not None else None,
+                           teacher.name, teacher.sha256, teacher.format, teacher.info)
         G, D = build_builtin(name)
         info = {"note": "UNTRAINED built-in teacher for tests and smoke runs; its images are not faces"}
         return Teacher(G.to(device), D.to(device), spec, _params_sha256(G, D), "builtin", info)
