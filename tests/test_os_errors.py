@@ -33,8 +33,8 @@ def test_paths_that_are_files_or_directories(tmp_path, cli):
     (tmp_path / "root" / "style-mix").write_text("x")
     _one_line_error(cli(*GEN, "--out", tmp_path / "root"), "style-mix'", "(EEXIST)")
     (tmp_path / "cfgdir").mkdir()
-    _one_line_error(cli(*GEN, "--out", tmp_path / "o", "--config", tmp_path / "cfgdir"), "cfgdir'", "(EISDIR)",
-                    "pass a file")
+    _one_line_error(cli(*GEN, "--out", tmp_path / "o", "--config", tmp_path / "cfgdir"), "cfgdir'", "is a directory",
+                    "pass a YAML file")
     assert _litter(tmp_path) == []
 
 
