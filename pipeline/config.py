@@ -78,7 +78,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field(INT, min=0, max=2 ** 32 - 1, help="base seed; sample i uses seeds seed + 2i, seed + 2i + 1"),
         "shard_size": Field(INT, min=1, help="samples per shard (the unit of resume and of rank splitting)"),
         "mix": Field(STR + INT, help="layers from the 2nd latent: 'crossover:K' (seed 000: K=4), coarse|middle|fine"),
-        "png_compress_level": Field(INT, min=0, max=9, help="zlib level of the PNGs (changes bytes, not pixels)"),
+        "png_encoder": Field(STR, choices=("fpng", "pillow"), help="PNG writer; bytes differ, pixels do not"),
+        "png_compress_level": Field(INT, min=0, max=9, help="Pillow's zlib level (changes bytes, not pixels)"),
     },
     "sample": {
         "n": Field(INT, min=4, help="latents to classify for the direction (seed 002 code: 5000; InterFaceGAN: far more)"),
@@ -113,7 +114,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "shard_size": Field(INT, min=1, help="candidates per shard"),
         "steps": Field(LIST, help="edit strengths t in w + t * scale * delta (seed 002: -1, -1/2, 0, 1/2, 1)"),
         "scale": Field(FLOAT, min=0.0, help="multiplier of the direction"),
-        "png_compress_level": Field(INT, min=0, max=9, help="zlib level of the PNGs"),
+        "png_encoder": Field(STR, choices=("fpng", "pillow"), help="PNG writer; bytes differ, pixels do not"),
+        "png_compress_level": Field(INT, min=0, max=9, help="Pillow's zlib level"),
     },
     "card": {
         "license": Field(STR, help="licence of the teacher (it binds the generated images)"),

@@ -12,6 +12,7 @@ import yaml
 
 import kdpipe
 from kdpipe.pipeline.config import resolve_config
+from kdpipe.pipeline.runner.shards import resolve_png_encoder
 from kdpipe.pipeline.runner.dag import Context, Decision, run_stages, stage_status, world_from_env
 from kdpipe.errors import ConfigError
 from kdpipe.fsutil import atomic_write_bytes
@@ -55,6 +56,7 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
         KdpipeError subclasses for bad config, teacher, or a concurrent run on the same output.
     """
     cfg = resolve_config(task, config_file=config_file, overrides=overrides, cli=cli)
+    png_fallback = resolve_png_encoder(cfg, log)
     ctx = make_context(cfg, out_root, log)
     stages = build_stages(cfg)
     for stage in stages:
@@ -70,7 +72,9 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     run = {"task": task, "kdpipe_version": kdpipe.__version__, "torch": torch.__version__,
            "python": platform.python_version(), "device": str(ctx.device), "rank": ctx.rank,
            "world_size": ctx.world_size, "seconds": round(time.time() - t0, 3),
-           "teacher": ctx.teacher().name, "teacher_sha256": ctx.teacher_sha256, "stages": []}
+           "teacher": ctx.teacher().name, "teacher_sha256": ctx.teacher_sha256, "stages": [],
+           "png_encoder": {s: cfg[s]["png_encoder"] for s in ("render", "pairs") if s in cfg},
+           "png_encoder_fallback": png_fallback}
     for d in decisions:
         state = ctx.out / "stages" / f"{d.stage}.json"
         summary = json.loads(state.read_text()).get("summary") if state.exists() else None
