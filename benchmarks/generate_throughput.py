@@ -7,6 +7,7 @@ Usage (defaults: builtin:random-64, device auto, stages.yaml batch size and enco
     python benchmarks/generate_throughput.py --modconv      # fused vs unfused synthesis, batch 8
     python benchmarks/generate_throughput.py --png-levels   # PNG size / speed per zlib level
     python benchmarks/generate_throughput.py --rss-check    # RSS after 1,000 vs 10,000 samples
+    python benchmarks/generate_throughput.py --official-src PATH  # teacher forward vs stylegan2-ada-pytorch
 
 What is timed, all in this process, on one device, teacher and truncation (interpreter start-up excluded):
 
@@ -250,23 +251,31 @@ def _photo(resolution: int) -> np.ndarray | None:
 
 
 def measure_png_levels(images: dict[str, np.ndarray], levels=(0, 1, 3, 6, 9), repeats: int = 3) -> list[dict]:
-    """Per image set and zlib level: encode speed (images/s, one thread) and mean PNG size (bytes).
+    """Per image set: encode speed (images/s and ms/image, one thread) and mean PNG size (bytes) of fpng and of
+    Pillow at each zlib level. ``cpu_ms_per_image`` is this process's CPU time (``time.process_time``) per
+    image: the per-core cost, which load from other processes does not inflate the way it inflates wall time;
+    it is also the number of cores needed per 1,000 images/s.
 
     Args:
         images: name -> uint8 ``[N, H, W, 3]``.
     """
-    from kdpipe.pipeline.runner.shards import encode_png
+    from kdpipe.pipeline.runner.shards import encode_png, fpng_available
 
+    encoders = ([("fpng", None)] if fpng_available() else []) + [("pillow", level) for level in levels]
     rows = []
     for name, batch in images.items():
-        for level in levels:
-            times = []
+        for encoder, level in encoders:
+            times, cpu_times = [], []
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                sizes = [len(encode_png(im, level)) for im in batch]
+                t0, c0 = time.perf_counter(), time.process_time()
+                sizes = [len(encode_png(im, level or 0, encoder)) for im in batch]
                 times.append(time.perf_counter() - t0)
-            rows.append({"images": name, "resolution": batch.shape[1], "level": level,
-                         "images_per_s": round(len(batch) / statistics.median(times), 1),
+                cpu_times.append(time.process_time() - c0)
+            seconds = statistics.median(times)
+            rows.append({"images": name, "resolution": batch.shape[1], "encoder": encoder, "level": level,
+                         "images_per_s": round(len(batch) / seconds, 1),
+                         "ms_per_image": round(seconds / len(batch) * 1e3, 3),
+                         "cpu_ms_per_image": round(statistics.median(cpu_times) / len(batch) * 1e3, 3),
                          "mean_bytes": int(np.mean(sizes)), "raw_bytes": int(batch[0].nbytes)})
     return rows
 
@@ -322,6 +331,17 @@ def rss_check(generator: str, n: int, at: int, device: str, batch_size: int | No
     out["rss_mib_while_rendering_min_max"] = [min(rendering), max(rendering)] if rendering else None
     out["trace_s_done_rssmib"] = trace[::max(1, len(trace) // 200)]
     return out
+
+
+def official_study(args, device: torch.device) -> list[dict]:
+    """``--official-src``: kdpipe vs official synthesis per batch size (benchmarks/official_synthesis.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("official_synthesis", Path(__file__).with_name("official_synthesis.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.study(args.generator, args.official_src, device, args.official_batch or [8, 16],
+                        args.official_repeats)
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -381,11 +401,25 @@ def throughput(args, device: torch.device) -> dict:
               "settings": {"generator": args.generator, "n": args.n, "baseline_n": args.baseline_n,
                            "batch_size": batch_size, "encode_workers": cfg.runtime.encode_workers,
                            "fused_modconv": fused, "truncation_psi": psi, "repeats": args.repeats,
+                           "png_encoder": cfg.render.png_encoder,
                            "png_compress_level": cfg.render.png_compress_level, "set": args.set}}
     bare, base = result["modes"]["bare"]["images_per_s"], result["modes"]["baseline"]["images_per_s"]
     result["ratios"] = {f"kdpipe {t}/{ref}": round(result["modes"][f"kdpipe {t}"]["images_per_s"] / v, 3)
                         for t in tasks if t not in skipped for ref, v in (("bare", bare), ("baseline", base))}
+    result["ratios_per_repeat"] = repeat_ratios(runs, [t for t in tasks if t not in skipped])
     return result
+
+
+def repeat_ratios(runs: dict[str, list], tasks: list[str]) -> dict:
+    """kdpipe/bare and kdpipe/baseline per repeat (modes of one repeat run back to back, so under load from other
+    processes these are steadier than ratios of medians): median, min, max and every value."""
+    out = {}
+    for t in tasks:
+        for ref in ("bare", "baseline"):
+            vals = [k["images_per_s"] / r["images_per_s"] for k, r in zip(runs[f"kdpipe {t}"], runs[ref])]
+            out[f"kdpipe {t}/{ref}"] = {"median": round(statistics.median(vals), 3), "min": round(min(vals), 3),
+                                        "max": round(max(vals), 3), "runs": [round(v, 3) for v in vals]}
+    return out
 
 
 def print_table(result: dict) -> None:
@@ -394,7 +428,9 @@ def print_table(result: dict) -> None:
         print(f"{name:<18} {row['images']:>7} {row['seconds_median']:>10.2f} {row['images_per_s']:>9.1f} "
               f"{row['peak_rss_mib']:>13.0f}  {row['runs_images_per_s']}")
     for name, value in result["ratios"].items():
-        print(f"{name} = {value:.2f}")
+        r = result.get("ratios_per_repeat", {}).get(name)
+        print(f"{name} = {value:.2f}" + (f" (per repeat: median {r['median']:.2f}, min {r['min']:.2f}, max "
+                                         f"{r['max']:.2f})" if r else ""))
     for task, why in result["skipped"].items():
         print(f"skipped kdpipe {task}: {why}")
 
@@ -417,7 +453,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modconv", action="store_true", help="only: fused vs unfused synthesis time")
     parser.add_argument("--modconv-batch", type=int, default=8)
     parser.add_argument("--png-levels", action="store_true", help="only: PNG size/speed per zlib level")
+    parser.add_argument("--png-level", type=int, action="append", default=None,
+                        help="Pillow levels of --png-levels (repeatable; default 0 1 3 6 9)")
     parser.add_argument("--rss-check", action="store_true", help="only: RSS after --rss-at vs after --rss-n samples")
+    parser.add_argument("--official-src", type=Path, default=None,
+                        help="only: kdpipe synthesis vs the stylegan2-ada-pytorch checkout at PATH (same weights)")
+    parser.add_argument("--official-batch", type=int, action="append", default=None,
+                        help="batch sizes of --official-src (repeatable; default 8 and 16)")
+    parser.add_argument("--official-repeats", type=int, default=41, help="interleaved repeats of --official-src")
     parser.add_argument("--rss-n", type=int, default=10000)
     parser.add_argument("--rss-at", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -440,21 +483,26 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"G.synthesis {args.generator} batch {m['batch_size']} on {device}: fused {m['fused_ms']} ms, "
               f"unfused {m['unfused_ms']} ms (unfused speed-up x{m['unfused_speedup']}), "
               f"max |diff| {m['max_abs_diff']:.2e}")
+    elif args.official_src:
+        study = "official"
+        result["official"] = official_study(args, device)
     elif args.png_levels:
         study = "png"
         from kdpipe.pipeline.render import Renderer
 
         G = load_teacher(args.generator, device).G
         sets = {"teacher": Renderer(G, device).images(Renderer(G, device).ws_from_seeds(range(32)))}
-        for res in sorted({G.img_resolution, 256, 1024}):
+        for res in sorted({G.img_resolution, 256, 512, 1024}):
             photo = _photo(res)
             if photo is not None:
                 sets[f"photo-{res}"] = photo[None].repeat(8 if res >= 1024 else 32, axis=0)
-        result["png_levels"] = measure_png_levels(sets)
-        print(f"{'images':<12} {'res':>5} {'level':>5} {'images/s':>9} {'bytes':>9} {'of raw':>7}")
+        result["png_levels"] = measure_png_levels(sets, tuple(args.png_level or (0, 1, 3, 6, 9)))
+        print(f"{'images':<12} {'res':>5} {'encoder':>8} {'level':>5} {'images/s':>9} {'ms/img':>8} {'cpu ms':>8} {'bytes':>9} "
+              f"{'of raw':>7}")
         for r in result["png_levels"]:
-            print(f"{r['images']:<12} {r['resolution']:>5} {r['level']:>5} {r['images_per_s']:>9.1f} "
-                  f"{r['mean_bytes']:>9} {r['mean_bytes'] / r['raw_bytes']:>7.2f}")
+            print(f"{r['images']:<12} {r['resolution']:>5} {r['encoder']:>8} {str(r['level']):>5} "
+                  f"{r['images_per_s']:>9.1f} {r['ms_per_image']:>8.3f} {r['cpu_ms_per_image']:>8.3f} {r['mean_bytes']:>9} "
+                  f"{r['mean_bytes'] / r['raw_bytes']:>7.2f}")
     elif args.rss_check:
         study = "rss"
         result["rss_check"] = rss_check(args.generator, args.rss_n, args.rss_at, str(device), args.batch_size,

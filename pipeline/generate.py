@@ -12,6 +12,7 @@ import yaml
 
 import kdpipe
 from kdpipe.devices import resolve_device
+from kdpipe.pipeline.runner.shards import resolve_png_encoder
 from kdpipe.errors import ConfigError
 from kdpipe.fsutil import atomic_write_text
 from kdpipe.config import load_yaml
@@ -55,6 +56,7 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     """
     cfg = resolve_config(task, config_file=config_file, overrides=overrides, cli=cli, cli_names=CLI_OPTIONS,
                          used_sections=used_sections)
+    png_fallback = resolve_png_encoder(cfg, log)
     stages = build_stages(cfg.task, cfg.stages)
     ctx = make_context(cfg, Path(out_root) / cfg.task, log)
     for stage in stages:
@@ -69,7 +71,9 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
     run = {"task": task, "kdpipe_version": kdpipe.__version__, "torch": torch.__version__,
            "python": platform.python_version(), "device": str(ctx.device), "rank": ctx.rank,
            "world_size": ctx.world_size, "seconds": round(time.time() - t0, 3),
-           "teacher": ctx.teacher.name, "teacher_sha256": ctx.teacher.sha256, "stages": []}
+           "teacher": ctx.teacher.name, "teacher_sha256": ctx.teacher.sha256, "stages": [],
+           "png_encoder": {s: cfg.section(s).png_encoder for s in ("render", "pairs")},
+           "png_encoder_fallback": png_fallback}
     for d in decisions:
         state = ctx.out / "stages" / f"{d.stage}.json"
         summary = json.loads(state.read_text()).get("summary") if state.exists() else None

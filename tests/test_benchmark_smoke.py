@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "generate_throughput.py"
@@ -105,3 +107,31 @@ def test_pipelined_raises_render_and_encode_errors_and_stops_early(device, worke
     assert [next(gen)["v"] for _ in range(4)] == [0, 10, 20, 30]
     gen.close()
     assert len(log) <= 2 + 3 and not any(t.name == "kdpipe-render" for t in threading.enumerate())
+
+
+def test_png_study_has_fpng_and_official_mode_times_a_checkout(bench, tmp_path, monkeypatch):
+    images = {"noise": np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)}
+    rows = bench.measure_png_levels(images, levels=(1,), repeats=1)
+    assert {(r["encoder"], r["level"]) for r in rows} == {("fpng", None), ("pillow", 1)}
+    assert all(_positive_number(r["cpu_ms_per_image"]) for r in rows)
+    with pytest.raises(RuntimeError, match="no training/networks.py"):
+        bench.main([*TINY, "--official-src", str(tmp_path / "nowhere"), "--json", str(tmp_path / "o.json")])
+    # A stand-in checkout with upstream's Generator signature (the real one is never vendored).
+    (tmp_path / "sg2" / "training").mkdir(parents=True)
+    (tmp_path / "sg2" / "training" / "__init__.py").write_text("")
+    (tmp_path / "sg2" / "training" / "networks.py").write_text(
+        "from kdpipe.pipeline.teacher.networks import Generator as _G\n"
+        "class Generator(_G):\n"
+        "    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={},"
+        " synthesis_kwargs={}):\n"
+        "        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,"
+        " **synthesis_kwargs)\n"
+        "        run = self.synthesis.forward\n"
+        "        self.synthesis.forward = lambda ws, force_fp32=False, **kw: run(ws, **kw)\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "training", raising=False)
+    monkeypatch.delitem(sys.modules, "training.networks", raising=False)
+    out = bench.main([*TINY, "--official-src", str(tmp_path / "sg2"), "--official-batch", "2", "--official-repeats", "1",
+                      "--json", str(tmp_path / "o.json")])["official"]
+    assert [r["batch_size"] for r in out] == [2] and out[0]["max_abs_diff"] < 1e-4
+    assert _positive_number(out[0]["ratio_vs_unfused"]) and _positive_number(out[0]["kdpipe_ms"])

@@ -47,3 +47,43 @@ def test_bias_act_lrelu_gain_and_clamp():
     out = bias_act(x, torch.tensor([0.0, 1.0]), act="lrelu")
     assert torch.allclose(out, torch.tensor([[-0.2, 3.0]]) * 2 ** 0.5)
     assert bias_act(x * 100, act="linear", clamp=5.0).abs().max() == 5.0
+
+
+def test_upsample2d_equals_zero_insertion_then_fir():
+    """The transposed-conv upsampling equals upstream's recipe: insert zeros, pad (2, 1), 4x4 FIR, gain 4."""
+    from kdpipe.pipeline.teacher.ops import upfirdn2d
+
+    x = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    f = setup_filter([1, 3, 3, 1]).double()
+    ref = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4)
+    assert torch.allclose(upsample2d(x, f), ref, atol=1e-12)
+    assert torch.allclose(upfirdn2d(x, f, padding=[1, 1, 1, 1]), upfirdn2d(x, f, padding=[1, 1, 1, 2])[..., :-1, :],
+                          atol=1e-12)  # symmetric (conv pads) and asymmetric (explicit pad) paths agree
+
+
+def test_modconv_epilogue_and_torgb_match_upstream_order_with_gradients():
+    """(conv * demod + noise + bias) * gain, and the 1x1 toRGB matmul in NCHW and NHWC, values and gradients."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 8, 8, generator=gen, dtype=torch.float64)
+    weight = torch.randn(4, 5, 3, 3, generator=gen, dtype=torch.float64)
+    styles = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    noise, bias = torch.randn(8, 8, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen,
+                                                                                     dtype=torch.float64)
+    for demod, k in ((True, 3), (False, 1)):
+        w = weight[:, :, :k, :k].contiguous()
+        for fused in (True, False):
+            for layout in (torch.contiguous_format, torch.channels_last):
+                leaves = [t.clone().requires_grad_(True) for t in (x, w, styles, bias)]
+                xx = leaves[0].contiguous(memory_format=layout)
+                nz = noise if demod else None
+                got = modulated_conv2d(xx, leaves[1], leaves[2], noise=nz, padding=k // 2, demodulate=demod,
+                                       fused_modconv=fused, bias=leaves[3], gain=1.7)
+                ref_leaves = [t.clone().requires_grad_(True) for t in (x, w, styles, bias)]
+                ref = (naive_modconv(ref_leaves[0], ref_leaves[1], ref_leaves[2], demodulate=demod)
+                       + (nz if nz is not None else 0) + ref_leaves[3].reshape(-1, 1, 1)) * 1.7
+                assert torch.allclose(got, ref, atol=1e-10), (demod, fused, layout)
+                g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+                grads = torch.autograd.grad((got * g).sum(), leaves)
+                ref_grads = torch.autograd.grad((ref * g).sum(), ref_leaves)
+                for a, b in zip(grads, ref_grads):
+                    assert torch.allclose(a, b, atol=1e-9), (demod, fused, layout)

@@ -32,6 +32,7 @@ from kdpipe.fsutil import atomic_write_bytes
 from kdpipe.pipeline.runner.integrity import output_problem, record_outputs
 from kdpipe.pipeline.runner.lock import exclusive, hold_run_lock
 from kdpipe.pipeline.runner.stage import Context, Stage
+from kdpipe.pipeline.teacher.ops import FORWARD_REVISION
 
 if TYPE_CHECKING:
     from kdpipe.pipeline.config import PipelineConfig
@@ -99,6 +100,7 @@ def fingerprint_inputs(stage: Stage, cfg: PipelineConfig, upstream: dict, teache
     if revisions := stage.revisions(cfg):  # absent when empty: fingerprints from before any revision stay valid
         doc["revisions"] = revisions
     if stage.device_dependent:  # float kernels are chosen by device, shape and threads (see render.py)
+        doc["forward_revision"] = FORWARD_REVISION
         doc["device_type"] = device.type
         if device.type == "cpu":
             doc["cpu_threads"] = torch.get_num_threads()  # CPU forwards have a fixed shape: batch size is free

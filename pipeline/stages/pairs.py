@@ -103,9 +103,9 @@ class PairsStage(ShardedStage):
                 info = dict(info, task=cfg.task, index=i, seed=pc.seed + i, attribute=ac.name,
                             truncation_psi=cfg.teacher.truncation_psi, teacher=teacher.name,
                             teacher_sha256=teacher.sha256, layers=layers)
-                lvl = pc.png_compress_level
-                samples.append({"__key__": f"{i:08d}", "src.png": encode_png(imgs[0], lvl),
-                                "tgt.png": encode_png(imgs[1], lvl), "json": encode_json(info),
+                lvl, enc = pc.png_compress_level, pc.png_encoder
+                samples.append({"__key__": f"{i:08d}", "src.png": encode_png(imgs[0], lvl, enc),
+                                "tgt.png": encode_png(imgs[1], lvl, enc), "json": encode_json(info),
                                 "latents.npy": encode_npy(lat)})
                 rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": pc.seed + i,
                              "direction": info["direction"], "src_t": info["src"]["t"], "tgt_t": info["tgt"]["t"],

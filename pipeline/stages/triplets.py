@@ -69,13 +69,14 @@ class TripletRender(ShardedStage):
             progress.update(len(chunk))
             return [(i, s, imgs[j], lat[j]) for j, (i, s) in enumerate(zip(chunk, seeds))]
 
-        level = rc.png_compress_level
+        level, encoder = rc.png_compress_level, rc.png_encoder
 
         def encode(item):
             i, seeds, imgs, lat = item
             info = dict(meta, index=i, seeds=seeds)
-            return {"__key__": f"{i:08d}", "x1.png": encode_png(imgs[0], level), "x2.png": encode_png(imgs[1], level),
-                    "y.png": encode_png(imgs[2], level), "json": encode_json(info), "latents.npy": encode_npy(lat)}
+            x1, x2, y = (encode_png(im, level, encoder) for im in imgs)
+            return {"__key__": f"{i:08d}", "x1.png": x1, "x2.png": x2, "y.png": y, "json": encode_json(info),
+                    "latents.npy": encode_npy(lat)}
 
         rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": s1, "seed_x2": s2}
                 for i in indices for s1, s2 in [sample_seeds(rc.seed, i, 2)]]

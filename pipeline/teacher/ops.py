@@ -17,6 +17,12 @@ import torch.nn.functional as F
 
 _ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0)}
 
+FORWARD_REVISION = 2
+"""Revision of the teacher forward's float arithmetic (order of operations, fused ops, memory formats). Bump it
+when a change can move output values by rounding: it enters the fingerprint of every device-dependent stage, so a
+dataset is never resumed with shards rendered by another revision. 2: fused epilogue / matmul demodulation /
+one-pass upsampling (issue 12)."""
+
 
 def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
     """Separable FIR filter as a 2-D kernel, normalised to sum 1.
@@ -52,23 +58,35 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip([0, 1])
-    f = f[None, None].repeat(c, 1, 1, 1)
-    x = F.conv2d(x, f, groups=c)
+    f = f[None, None].expand(c, 1, *f.shape)
+    if px0 == px1 == py0 == py1 >= 0:  # symmetric: the conv pads (no padded copy of x)
+        x = F.conv2d(x, f, padding=px0, groups=c)
+    else:
+        x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+        x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+        x = F.conv2d(x, f, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
-    """FIR upsampling by ``up`` keeping the image centred (``upfirdn2d.upsample2d``): ``[N,C,H,W] -> [N,C,H*up,W*up]``."""
-    fw = f.shape[-1]
-    p = [(fw + up - 1) // 2, (fw - up) // 2] * 2
-    return upfirdn2d(x, f, up=up, padding=[p[0], p[1], p[0], p[1]], gain=up * up)
+    """FIR upsampling by ``up`` keeping the image centred (``upfirdn2d.upsample2d``): ``[N,C,H,W] -> [N,C,H*up,W*up]``.
+
+    Computed as one depthwise transposed convolution with stride ``up`` (no zero-inserted copy, no padding pass);
+    equal to ``upfirdn2d(x, f, up=up, padding=..., gain=up**2)`` up to float rounding (tests/test_ops.py).
+    """
+    c, fw = x.shape[1], f.shape[-1]
+    p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
+    k = (f * (up * up)).to(x.dtype)[None, None].expand(c, 1, fw, fw)
+    a, b = fw - 1 - p0, fw - up - p1  # crop to upfirdn2d's window (1 and 1 for the 4-tap filter)
+    if a == b >= 0:
+        return F.conv_transpose2d(x, k, stride=up, padding=a, groups=c)  # true convolution of zero-inserted x with f
+    x = F.conv_transpose2d(x, k, stride=up, groups=c)
+    return x[:, :, a:x.shape[2] - b, a:x.shape[3] - b]
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
@@ -147,24 +165,31 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
     if not flip_weight and (w.shape[-1] > 1 or w.shape[-2] > 1):
         w = w.flip([2, 3])
     if transpose:
+        if x.device.type == "cpu":  # oneDNN's deconvolution needs NHWC input and a dense weight (8x faster here)
+            x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous()
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
                      up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
-                     demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+                     demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True,
+                     bias: torch.Tensor | None = None, gain: float = 1.0) -> torch.Tensor:
     """StyleGAN2 modulated convolution (Karras et al. 2020, Eq. 1-3; ``networks.modulated_conv2d``).
 
     ``w'_ijk = s_i * w_ijk``; with ``demodulate``: ``w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + 1e-8)``.
-    Noise is added after demodulation, before the bias.
+    Noise is added after demodulation, before the bias. Returns ``(conv + noise + bias) * gain``; ``bias`` and
+    ``gain`` are the first half of upstream's ``bias_act`` (a positive ``gain`` commutes with lrelu), taken in
+    here so that demodulation, noise, bias and gain cost one pass over the activations, not four.
 
     Args:
         x: ``[N, C_in, H, W]``; weight: ``[C_out, C_in, kh, kw]`` (raw, no weight gain);
-        styles: ``[N, C_in]``; noise: broadcastable to the output, e.g. ``[N, 1, H', W']``.
+        styles: ``[N, C_in]``; noise: broadcastable to the output, e.g. ``[N, 1, H', W']`` or ``[H', W']``.
         fused_modconv: ``True`` = one grouped convolution with per-sample weights; ``False`` = scale activations,
             convolve with the shared weight, demodulate the output. Equal up to float rounding (~1e-6);
-            which one is faster depends on device and batch size.
+            which one is faster depends on device and batch size. A 1x1 kernel without demodulation (toRGB)
+            is one batched matmul in both forms.
+        bias: ``[C_out]`` or None; gain: positive scale applied last.
     Returns:
         ``[N, C_out, H*up, W*up]``.
     """
@@ -173,28 +198,52 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if x.dtype == torch.float16 and demodulate:  # pre-normalise to avoid fp16 overflow (upstream)
         weight = weight * (1 / math.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, C_out, C_in, kh, kw]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, C_out]
+    shift = _shift(noise, bias, gain, x.dtype)
+    if kh == kw == 1 and up == 1 and not demodulate:  # toRGB: per-sample [C_out, C_in] weights, one bmm
+        w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in) * gain).to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):  # [N, HW, C_in] @ [N, C_in, C_out], no copy
+            y, w, b = x.permute(0, 2, 3, 1).reshape(n, -1, c_in), w.transpose(1, 2), None if shift is None else \
+                shift.reshape(-1, 1, c_out)
+            out = torch.bmm(y, w) if b is None else torch.baddbmm(b, y, w)
+            return out.reshape(n, *x.shape[2:], c_out).permute(0, 3, 1, 2)
+        y = x.reshape(n, c_in, -1)
+        out = torch.bmm(w, y) if shift is None else torch.baddbmm(shift.reshape(-1, c_out, 1), w, y)
+        return out.reshape(n, c_out, *x.shape[2:])
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight)
-        if demodulate:
-            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
-        if noise is not None:
-            x = x + noise.to(x.dtype)
-        return x
+        scale = None
+        if demodulate:  # sum_ik (s_i w_ijk)^2 = s^2 @ sum_k w_ijk^2: a [N, C_in] x [C_in, C_out] matmul
+            scale = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * gain
+        return _epilogue(x, scale, shift, gain)
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, C_out, C_in, kh, kw]
     if demodulate:
-        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+        w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, c_in, kh, kw)
     x = conv2d_resample(x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=n, flip_weight=flip_weight)
-    x = x.reshape(n, -1, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    return _epilogue(x.reshape(n, -1, *x.shape[2:]), None, shift, gain)
+
+
+def _shift(noise: torch.Tensor | None, bias: torch.Tensor | None, gain: float, dtype) -> torch.Tensor | None:
+    """``(noise + bias) * gain`` as one small tensor broadcastable to the output (``[C]``, ``[C, H, W]`` or 4-D)."""
+    shift = noise.to(dtype) if noise is not None else None
+    if bias is not None:
+        b = bias.to(dtype)
+        shift = b if shift is None else shift + (b if shift.dim() == 1 else b.reshape(-1, 1, 1))
+    return shift * gain if shift is not None and gain != 1 else shift
+
+
+def _epilogue(x: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None, gain: float) -> torch.Tensor:
+    """``x * scale + shift`` in one op: scale ``[N, C]`` (demodulation x gain) or None (then ``gain``)."""
+    if shift is not None and shift.dim() == 1:
+        shift = shift.reshape(-1, 1, 1)
+    if scale is not None:
+        scale = scale.to(x.dtype).reshape(*scale.shape, 1, 1)
+        return x * scale if shift is None else torch.addcmul(shift, x, scale)
+    if shift is None:
+        return x * gain if gain != 1 else x
+    return torch.add(shift, x, alpha=gain) if gain != 1 else x + shift
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
