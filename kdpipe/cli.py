@@ -110,11 +110,9 @@ def classify(
 
 
 def _mount_trainers() -> None:
-    """``kdpipe train pix2pixhd|stargan2-kd|stargan2`` and ``kdpipe translate`` (trainers import pipeline)."""
-    from kdpipe.trainers.cli_train import train_app, translate_command
-    from kdpipe.trainers.stargan2.cli import app as stargan2_app
+    """``kdpipe train NAME`` for every registered trainer and ``kdpipe translate`` (trainers import pipeline)."""
+    from kdpipe.trainers.cli import train_app, translate_command
 
-    train_app.add_typer(stargan2_app)  # no name: its commands join `kdpipe train`
     app.add_typer(train_app, name="train")
     app.command("translate")(translate_command)
 

@@ -127,7 +127,7 @@ class Renderer:
             rows = chunk.shape[0]
             if rows < self.batch_size:
                 chunk = torch.cat([chunk, chunk[-1:].expand(self.batch_size - rows, *chunk.shape[1:])])
-            yield start, fn(chunk)[:rows]
+            yield start, _first_rows(fn(chunk), rows)
 
     @torch.no_grad()
     def ws_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
@@ -136,6 +136,22 @@ class Renderer:
         outs = [ws for _, ws in self._forward(z, lambda zz: self.G.mapping(
             zz, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff))]
         return torch.cat(outs) if outs else z.new_zeros(0, self.G.num_ws, self.G.w_dim)
+
+    @torch.no_grad()
+    def synthesize(self, ws: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Float images and synthesis features of ws ``[N, num_ws, w_dim]``, in the same fixed-row forwards as
+        :meth:`images` (so ``to_uint8`` of the images equals :meth:`images` byte for byte).
+
+        Returns ``(img [N, 3, H, W] float32 in ~[-1, 1], {resolution r: [N, C_r, r, r]})`` on ``device`` (the
+        features are the KD targets of seed 000 Eq. 3).
+        """
+        ws = ws.to(self.device)
+        imgs, feats = [], []
+        for _, (img, f) in self._forward(ws, lambda w: self.G.synthesis(
+                w, noise_mode=self.noise_mode, fused_modconv=self.fused_modconv, return_features=True)):
+            imgs.append(img)
+            feats.append(f)
+        return torch.cat(imgs), {r: torch.cat([f[r] for f in feats]) for r in feats[0]}
 
     @torch.no_grad()
     def images(self, ws: torch.Tensor) -> np.ndarray:
@@ -151,6 +167,15 @@ class Renderer:
                                                                            fused_modconv=self.fused_modconv))):
             host[start:start + img.shape[0]].copy_(img)
         return out
+
+
+def _first_rows(out, rows: int):
+    """``out[:rows]`` for a tensor, a ``{key: tensor}`` dict or a tuple of those (padding rows cut off)."""
+    if isinstance(out, torch.Tensor):
+        return out[:rows]
+    if isinstance(out, dict):
+        return {k: v[:rows] for k, v in out.items()}
+    return tuple(_first_rows(o, rows) for o in out)
 
 
 _END = object()

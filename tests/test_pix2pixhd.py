@@ -217,10 +217,10 @@ def test_vgg_loss_from_a_local_file_only(pairs, tmp_path, monkeypatch):
 def test_cli_train_and_translate(pairs, tmp_path):
     from typer.testing import CliRunner
 
-    from kdpipe.trainers.cli_train import _standalone_app
+    from kdpipe.cli import app
 
-    app, runner = _standalone_app(), CliRunner()
-    args = ["pix2pixhd", "--data", str(pairs), "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
+    runner = CliRunner()
+    args = ["train", "pix2pixhd", "--data", str(pairs), "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
             "--device", "cpu", "--set", "model.ngf=8", "--set", "model.n_downsample_global=2",
             "--set", "model.n_blocks_global=1", "--set", "model.ndf=8", "--set", "data.num_workers=0", "--set", "model.vgg_loss=false"]
     r = runner.invoke(app, args)
@@ -240,13 +240,13 @@ def test_cli_train_and_translate(pairs, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_match_one_process_with_twice_the_batch(pairs, tmp_path):
-    common = ["--data", str(pairs), "--steps", "2", "--no-progress", "--device", "cpu", "--log-every", "1",
+    common = ["--data", str(pairs), "--steps", "2", "--no-progress", "--device", "cpu", "--set", "loop.log_every=1",
               "--set", "model.ngf=8", "--set", "model.n_downsample_global=2", "--set", "model.n_blocks_global=1",
               "--set", "model.ndf=8", "--set", "model.n_layers_D=2", "--set", "data.num_workers=0",
               "--set", "data.shuffle_buffer=8", "--set", "model.vgg_loss=false"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "kdpipe.trainers.cli_train", "pix2pixhd", "--out", str(tmp_path / "ddp"), "--batch-size", "1", *common]
+           "-m", "kdpipe.cli", "train", "pix2pixhd", "--out", str(tmp_path / "ddp"), "--batch-size", "1", *common]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name for p in list_checkpoints(tmp_path / "ddp")] == ["ckpt-00000002.pt"]

@@ -18,9 +18,9 @@ from kdpipe.pipeline.teacher.load import load_teacher
 from kdpipe.trainers.core.checkpoint import latest_checkpoint, load_checkpoint
 from kdpipe.trainers.core.config import load_config
 from kdpipe.trainers.stargan2 import losses_kd as L
-from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig
+from kdpipe.trainers.stargan2.config import KD_DEFAULTS, FTLossConfig, KDConfig
 from kdpipe.trainers.stargan2.data import DomainFolder, DomainFolderError, triplet_indices
-from kdpipe.trainers.stargan2.losses_ft import FinetuneWeights, adv_loss, compute_g_loss, r1_reg
+from kdpipe.trainers.stargan2.losses_ft import adv_loss, compute_g_loss, r1_reg
 from kdpipe.trainers.stargan2.networks import build_nets, load_expanding_domains
 from kdpipe.trainers.stargan2.train_kd import KDTrainer, ResolutionMismatchError, run_kd
 from kdpipe.trainers.stargan2.train_ft import run_ft
@@ -176,7 +176,7 @@ def test_r1_and_stargan_generator_loss_match_direct_computation():
     nets = build_nets(num_domains=2, **TINY_NETS)
     x_real, y = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
     z = (torch.randn(2, 4), torch.randn(2, 4))
-    w = FinetuneWeights(lambda_sty=2.0, lambda_ds=0.5, lambda_cyc=3.0)
+    w = FTLossConfig(lambda_sty=2.0, lambda_ds=0.5, lambda_cyc=3.0)
     loss, p = compute_g_loss(nets, w, x_real, y, y.flip(0), z_trgs=z)
     assert loss.item() == pytest.approx(p["adv"] + 2.0 * p["sty"] - 0.5 * p["ds"] + 3.0 * p["cyc"], rel=1e-5)
     loss2, _ = compute_g_loss(nets, w, x_real, y, y.flip(0), z_trgs=z, lambda_ds=0.0)
@@ -217,6 +217,41 @@ def test_kd_image_loss_falls_when_fitting_one_triplet_batch(teacher16, tmp_path)
     assert np.mean(l1[-3:]) < 0.8 * np.mean(l1[:3]), l1  # measured: 1.28 -> ~0.88
 
 
+KD_LOSSES = ["loss/ekdl", "loss/rkdl", "loss/gkdl", "loss/d_adv", "loss/g_adv", "loss/image_l1_ref",
+             "loss/image_l1_lat"]
+# 3 default KD steps (loss.mode=both, online triplets at psi 0.7) of the tiny student, torch 2.14.1 CPU, 1 thread
+GOLDEN_KD_3_STEPS = [
+    [0.28068811, 0.29628608, 1.1805109, 4.8384819, 1.7492467, 1.3971992, 1.4090996],
+    [0.32039648, 0.3551836, 1.598474, 4.3261032, 2.5387878, 1.4848638, 1.504687],
+    [0.2670539, 0.3606258, 1.4127874, 3.7269289, 2.5425539, 1.3658301, 1.3279339],
+]
+
+
+def test_kd_golden_losses(tmp_path):
+    r = run_kd(None, kd_overrides(tmp_path / "g", **{"loop.steps": 3}))
+    got = [[rec[k] for k in KD_LOSSES] for rec in r.records]
+    np.testing.assert_allclose(got, GOLDEN_KD_3_STEPS, rtol=2e-4)
+
+
+def test_default_kd_learns_the_mapping_network_and_teacher_side_adaptors(teacher16, tmp_path):
+    """A.4: the mapping network is learnt in stage one by default; a teacher-side hint layer learns too."""
+    cfg = load_config(KDConfig, None, kd_overrides(tmp_path, **{"loss.adaptor_side": "teacher"}), base=KD_DEFAULTS)
+    assert cfg.loss.mode == "both"
+    torch.manual_seed(0)
+    tr = KDTrainer(cfg, teacher16)
+    conv = tr.adaptors["encoder"].convs["8"]
+    assert (conv.in_channels, conv.out_channels) == (32, 16)  # teacher D channels -> student encoder channels
+    before = {k: v.clone() for k, v in tr.adaptors.state_dict().items()}
+    mapping_before = {k: v.clone() for k, v in tr.nets["mapping_network"].state_dict().items()}
+    tr.train_step({"index": triplet_indices(0, 2)}, 0)
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    unchanged = [k for k, v in tr.adaptors.state_dict().items() if torch.equal(v, before[k])]
+    assert not unchanged, unchanged  # every hint layer (Adam skips parameters without a gradient)
+    assert all(not torch.equal(v, mapping_before[k]) for k, v in tr.nets["mapping_network"].state_dict().items())
+    for m in (teacher16.G, teacher16.D):
+        assert all(p.grad is None and not p.requires_grad for p in m.parameters())
+
+
 @pytest.mark.filterwarnings("ignore:skipped 1 undecodable")
 def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_data):
     """KD 4 steps == KD 2 + resume 2 (online); KD from pipeline shards; finetune 3 == 2 + resume 1."""
@@ -237,7 +272,7 @@ def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_da
     # shards written by the pipeline (`kdpipe generate --task style-mix`) with the same teacher
     from kdpipe.pipeline.generate import generate
 
-    generate("style-mix", tmp_path / "gen", cli={"teacher": {"generator": TEACHER, "truncation_psi": 1.0},
+    generate("style-mix", tmp_path / "gen", cli={"teacher": {"generator": TEACHER},  # defaults: psi 0.7 both sides
                                                  "render": {"n": 4, "seed": 0},
                                                  "runtime": {"device": "cpu", "progress": False}}, log=lambda m: None)
     shards = tmp_path / "gen" / "style-mix"
@@ -249,20 +284,25 @@ def test_kd_online_resume_is_exact_then_shards_then_finetune(tmp_path, folder_da
     assert_same_weights(latest_checkpoint(tmp_path / "kd_shards"), latest_checkpoint(tmp_path / "kd_shards_split"))
     # latent-guided KD from shards: z2 rebuilt from the json seeds equals the online triplets' z2
     from kdpipe.pipeline.latents import parse_mix
+    from kdpipe.pipeline.render import Renderer
     from kdpipe.trainers.stargan2.data import online_triplets, shard_batches, shard_triplets
 
     teacher = load_teacher(TEACHER)
+    renderer = Renderer(teacher.G, torch.device("cpu"), KDConfig().teacher.truncation_psi)
     batch, _ = next(shard_batches(str(shards), 2, seed=0, shuffle_buffer=0))
-    st = shard_triplets(teacher.G, batch, teacher.sha256, need_z=True)
-    on = online_triplets(teacher.G, torch.tensor([int(k) for k in batch["key"]]), 0, 1.0,
+    st = shard_triplets(renderer, batch, teacher.sha256, need_z=True)
+    on = online_triplets(renderer, torch.tensor([int(k) for k in batch["key"]]), 0,
                          parse_mix("crossover:4", teacher.G.num_ws))
     assert torch.equal(st.z2, on.z2) and torch.equal(st.ws_y, on.ws_y)
     assert torch.equal(st.y, ((on.y * 127.5 + 128).clamp(0, 255).to(torch.uint8) / 127.5 - 1))  # PNG-quantised
+    assert all(torch.equal(st.y_features[r], on.y_features[r]) for r in on.y_features)
+    with pytest.raises(DatasetError, match="truncation_psi=0.7"):  # shards of another psi are refused
+        shard_triplets(Renderer(teacher.G, torch.device("cpu"), 1.0), batch, teacher.sha256)
     r = run_kd(None, kd_overrides(tmp_path / "kd_lat", **{"loop.steps": 1, "loss.mode": "both", **sh}))
     assert np.isfinite(r.records[-1]["loss/image_l1_lat"])
     batch["seeds"] = [None, None]
     with pytest.raises(DatasetError, match="seeds"):
-        shard_triplets(teacher.G, batch, teacher.sha256, need_z=True)
+        shard_triplets(renderer, batch, teacher.sha256, need_z=True)
     with pytest.raises(DatasetError, match="made by teacher"):
         run_kd(None, kd_overrides(tmp_path / "kd_other", **{"data.source": "shards", "data.path": str(shards),
                                                              "teacher.spec": "builtin:random-32"}))
@@ -336,22 +376,45 @@ def test_resolution_mismatch_and_cli_errors(teacher16, tmp_path, folder_data):
     assert issubclass(ResolutionMismatchError, KdpipeError) and issubclass(DomainFolderError, KdpipeError)
     from typer.testing import CliRunner
 
-    from kdpipe.trainers.stargan2.cli import app
+    from kdpipe.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["stargan2", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    res = runner.invoke(app, ["train", "stargan2", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "error: target dataset" in res.output and "Traceback" not in res.output
-    res = runner.invoke(app, ["stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "r2"), "--ablation", "x"])
+    res = runner.invoke(app, ["train", "stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "r2"), "--ablation", "x"])
     assert res.exit_code == 2 and "kd-star" in res.output
-    res = runner.invoke(app, ["stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "kdcli"), "--steps", "1",
+    res = runner.invoke(app, ["train", "stargan2-kd", "--teacher", TEACHER, "--out", str(tmp_path / "kdcli"), "--steps", "1",
                               "--img-size", "16", "--ablation", "kd-star", "--device", "cpu", "--no-progress",
-                              "--sample-every", "1", "--set", "model.dim_in=8", "--set", "model.max_conv_dim=32",
+                              "--set", "loop.sample_every=1", "--set", "model.dim_in=8", "--set", "model.max_conv_dim=32",
                               "--set", "model.num_down=2", "--set", "model.hidden_dim=16"])
     assert res.exit_code == 0, res.output
     saved = load_checkpoint(latest_checkpoint(tmp_path / "kdcli"))["config"]
     assert saved["loss"]["triplets"] == "identity" and saved["loop"]["steps"] == 1
     assert (tmp_path / "kdcli" / "samples" / "step-00000001.png").is_file()
     (tmp_path / "empty_run").mkdir()
-    res = runner.invoke(app, ["stargan2", "--data", str(folder_data), "--init", str(tmp_path / "empty_run"),
+    res = runner.invoke(app, ["train", "stargan2", "--data", str(folder_data), "--init", str(tmp_path / "empty_run"),
                               "--out", str(tmp_path / "r3")])
     assert res.exit_code == 2 and "without checkpoints" in res.output
+
+
+@pytest.mark.slow
+def test_kd_torchrun_two_cpu_processes_match_one_process_with_twice_the_batch(tmp_path):
+    """DDP (core.loop.Objective) over the student and D_S: 2 ranks x 1 triplet == 1 process x 2 triplets."""
+    import os
+    import subprocess
+    import sys
+
+    tiny = [a for k, v in {**TINY_MODEL, "loop.log_every": 1, "loop.sample_every": 0}.items()
+            for a in ("--set", f"{k}={v}")]
+    common = ["--teacher", TEACHER, "--device", "cpu", "--no-progress", "--steps", "2", *tiny]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kdpipe.cli",
+           "train", "stargan2-kd", "--out", str(tmp_path / "ddp"), "--batch-size", "1", *common]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = run_kd(None, kd_overrides(tmp_path / "one", **{"loop.steps": 2, "data.batch_size": 2}))
+    ddp = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([[r[k] for k in KD_LOSSES] for r in ddp],
+                               [[r[k] for k in KD_LOSSES] for r in single.records], rtol=1e-4)
+    a, b = all_params(latest_checkpoint(tmp_path / "ddp")), all_params(single.checkpoints[-1])
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], atol=1e-3, rtol=0)

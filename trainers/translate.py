@@ -8,9 +8,8 @@ Students with 6-channel input (triplet tasks: style-mix, morph) take a second im
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,23 +17,11 @@ import torch.nn.functional as F
 from kdpipe.errors import DatasetError, KdpipeError
 
 from kdpipe.trainers.core.checkpoint import TrainCheckpointError, load_checkpoint
-from kdpipe.trainers.core.data import read_image_file, to_float
-from kdpipe.trainers.core.loop import resolve_device, to_uint8
+from kdpipe.devices import resolve_device
+from kdpipe.fsutil import atomic_write
+from kdpipe.images import read_image_file, to_float, to_uint8
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def _pix2pixhd_generator(trainer_state: dict[str, Any], use_ema: bool) -> torch.nn.Module:
-    from .pix2pixhd.networks import build_generator
-
-    G = build_generator(**trainer_state["generator_kwargs"])
-    weights = trainer_state.get("G_ema") if use_ema and trainer_state.get("G_ema") is not None else trainer_state["G"]
-    G.load_state_dict(weights)
-    return G
-
-
-# trainer name -> builds its generator (in_channels-ready nn.Module mapping [N, C, H, W] -> [N, 3, H, W])
-GENERATOR_LOADERS: dict[str, Callable[[dict[str, Any], bool], torch.nn.Module]] = {"pix2pixhd": _pix2pixhd_generator}
 
 
 def load_student(checkpoint: str | Path, use_ema: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -45,13 +32,16 @@ def load_student(checkpoint: str | Path, use_ema: bool = True) -> tuple[torch.nn
     Raises:
         TrainCheckpointError: unreadable checkpoint or a trainer with no generator loader.
     """
+    from .registry import TRAINERS
+
     state = load_checkpoint(checkpoint)
     name = state.get("trainer")
-    if name not in GENERATOR_LOADERS:
+    loaders = {n: spec.generator for n, spec in TRAINERS.items() if spec.generator is not None}
+    if name not in loaders:
         raise TrainCheckpointError(f"checkpoint {str(checkpoint)!r} is from trainer {name!r}; translate supports "
-                                   f"{', '.join(sorted(GENERATOR_LOADERS))}")
+                                   f"{', '.join(sorted(loaders))}")
     ts = state["trainer_state"]
-    G = GENERATOR_LOADERS[name](ts, use_ema).eval().requires_grad_(False)
+    G = loaders[name](ts, use_ema).eval().requires_grad_(False)
     meta = {"trainer": name, "step": int(state["step"]), "in_channels": int(ts["generator_kwargs"]["input_nc"]),
             "image_hw": list(ts.get("image_hw") or []), "kind": ts.get("kind"), "task": ts.get("task"),
             "direction": ts.get("direction")}
@@ -119,10 +109,9 @@ def _load(path: Path, hw: tuple[int, int] | None) -> torch.Tensor:
 def _save(img_uint8_hwc: torch.Tensor, path: Path) -> None:
     import PIL.Image
 
-    tmp = path.with_name(path.name + ".tmp")
     fmt = PIL.Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    PIL.Image.fromarray(img_uint8_hwc.numpy()).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: PIL.Image.fromarray(img_uint8_hwc.numpy()).save(
+        f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})))
 
 
 @torch.no_grad()

@@ -1,1 +1,2 @@
-"""Machinery every trainer shares: config, the loop (seeding, DDP, AMP, EMA, metrics), checkpoints, shard data."""
+"""Machinery every trainer shares: config, run set-up and launch (`run`), the loop (seeding, DDP, AMP, EMA, metrics,
+sample grids), checkpoints, shard data."""

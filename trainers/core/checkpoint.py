@@ -7,13 +7,12 @@ A checkpoint is one ``torch.save`` file ``<run_dir>/checkpoints/ckpt-<step:08d>.
      "rng": capture_rng_state(), "data": {"epoch": int, "offset": int}, "scaler": dict | None}
 
 Everything is tensors, numbers, strings and containers, so it loads with ``torch.load(weights_only=True)``:
-nothing in a checkpoint is ever executed. Written to ``*.tmp`` then ``os.replace``-d into place, so a
-crash never leaves a half-written file under the final name.
+nothing in a checkpoint is ever executed. Written with :func:`kdpipe.fsutil.atomic_write` (temporary file, fsync,
+``os.replace``), so a crash never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import warnings
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from kdpipe.errors import CheckpointError
+from kdpipe.fsutil import atomic_write
 
 FORMAT = "kdpipe-train"
 VERSION = 1
@@ -59,7 +59,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path, keep: int | None = None) -> Path:
-    """Write ``state`` atomically to ``path`` (``path.tmp`` + fsync + ``os.replace``).
+    """Write ``state`` atomically to ``path`` (:func:`kdpipe.fsutil.atomic_write`: temporary file, fsync, rename).
 
     Args:
         state: the checkpoint dict (see module docstring); "format"/"version" are added.
@@ -70,12 +70,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep: int | None = 
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    atomic_write(p, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
     if keep is not None:
         for old in list_checkpoints(p.parent.parent)[:-keep]:
             old.unlink(missing_ok=True)

@@ -80,7 +80,8 @@ class LoopConfig:
     log_every: int = 10
     """Append a line to ``metrics.jsonl`` every this many steps."""
     stop_after: int | None = None
-    """Stop this invocation after this many steps (time-limited jobs); the schedule still uses ``steps``."""
+    """Stop this invocation after this many more steps (time-limited jobs); the schedule still uses ``steps``.
+    Per invocation: ``--resume`` clears it, so a resumed run goes on to ``steps`` unless given again."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``. Under torchrun: cuda:LOCAL_RANK."""
     deterministic: bool = False
@@ -255,13 +256,10 @@ def config_diff(old: Any, new: Any, allowed: frozenset[str] = RESUME_MAY_CHANGE)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically: ``*.tmp`` then ``os.replace``)."""
-    import os
+    """Write the resolved config as YAML, atomically (:func:`kdpipe.fsutil.atomic_write_text`)."""
+    from kdpipe.fsutil import atomic_write_text
 
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, p)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def section_field(default_factory: Any) -> Any:

@@ -21,7 +21,6 @@ decodes only its own batches). Horizontal flips are drawn from ``default_rng([se
 from __future__ import annotations
 
 import glob as globlib
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from kdpipe.errors import DatasetError, KdpipeError
-from kdpipe.images import decode_image  # noqa: F401  (re-exported: trainers import it from here)
+from kdpipe.images import decode_image, to_float
 from kdpipe.trainers.core.finished import require_finished, verify_shard
 
 from .config import DataConfig
@@ -238,11 +237,6 @@ def _kind_of(sample: dict) -> str | None:
     return None
 
 
-def to_float(img: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., 3, H, W] in [0, 255] -> float32 in [-1, 1] (inverse of the NVlabs uint8 convention)."""
-    return img.to(torch.float32) / 127.5 - 1.0
-
-
 def inspect_dataset(path: str | Path | Sequence[str], kind: str = "auto") -> DatasetInfo:
     """Resolve shards and read the first sample to learn the sample kind, task name and image size.
 
@@ -378,17 +372,3 @@ def batch_iterator(info: DatasetInfo, cfg: DataConfig, seed: int, start: DataPos
             raise _one_line(exc) from None
         pos = DataPosition(int(batch["epoch"][-1]), int(batch["index"][-1]) + world_size - rank)
         yield batch, pos
-
-
-def read_image_file(path: str | Path) -> torch.Tensor:
-    """Read an image file as uint8 [3, H, W] RGB (used by translate)."""
-    return decode_image(Path(path).read_bytes(), repr(str(path)))
-
-
-def encode_png(img_uint8_hwc: np.ndarray) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes."""
-    import PIL.Image
-
-    buf = io.BytesIO()
-    PIL.Image.fromarray(img_uint8_hwc).save(buf, format="PNG")
-    return buf.getvalue()

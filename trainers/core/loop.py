@@ -3,8 +3,10 @@
 A trainer is anything satisfying the small :class:`Trainer` protocol (torchtune-style, no base class):
 it builds its models/optimisers itself, then :func:`fit` drives it — resume, data position, metrics,
 PNG grids, checkpoints, tqdm, ``stop_after``. Helpers: :func:`init_distributed` /
-:func:`teardown_distributed` (torchrun: gloo on CPU, nccl on GPU), :func:`seed_everything`,
-:func:`autocast`, :func:`make_grad_scaler`, :class:`EMA`, :class:`MetricsWriter`, :func:`save_image_grid`.
+:func:`teardown_distributed` (torchrun: gloo on CPU, nccl on GPU), the one data-parallel strategy (DDP:
+:func:`wrap_ddp` for a network, :func:`wrap_objective` for a whole loss over several networks),
+:func:`seed_everything`, :func:`autocast`, :func:`make_grad_scaler`, :class:`EMA`, :class:`MetricsWriter`,
+:func:`save_image_grid`. Starting a run (config, resume, torchrun) is :mod:`kdpipe.trainers.core.run`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdpipe.errors import ConfigError
+from kdpipe.devices import resolve_device
+from kdpipe.fsutil import atomic_write, atomic_write_text
+from kdpipe.images import to_uint8
 from kdpipe.pipeline.render import tune_host_allocator
 
 from .checkpoint import capture_rng_state, checkpoint_path, restore_rng_state, save_checkpoint
@@ -74,19 +78,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` if CUDA is available else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``.
-
-    Raises:
-        ConfigError: CUDA requested but not available.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"loop.device={name!r} but CUDA is not available here; use --device cpu")
-    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE > 1`` (nccl on CUDA, gloo on CPU).
 
@@ -95,7 +86,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local)
+    dev = resolve_device(device, local, field="loop.device")
     if dev.type == "cpu":  # keep freed activation memory for reuse (see kdpipe.pipeline.render)
         tune_host_allocator()
     if world > 1 and not torch.distributed.is_initialized():
@@ -112,12 +103,40 @@ def teardown_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def wrap_ddp(module: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
-    """``DistributedDataParallel(module)`` when ``world_size > 1``, else ``module`` unchanged."""
+def wrap_ddp(module: torch.nn.Module, dist: DistInfo, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``DistributedDataParallel(module)`` when ``world_size > 1``, else ``module`` unchanged.
+
+    DDP averages the gradients of the parameters its ``forward`` used over ranks during ``backward`` (the one
+    data-parallel strategy of every trainer). ``find_unused_parameters``: some parameters may take no part in a
+    forward (e.g. the generator in a discriminator step).
+    """
     if dist.world_size == 1:
         return module
     ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                     find_unused_parameters=find_unused_parameters)
+
+
+class Objective(torch.nn.Module):
+    """Networks and a loss function as one module, so DDP can wrap a whole objective, not one ``forward``.
+
+    ``Objective(nets)(fn, *args, **kw) == fn(nets, *args, **kw)``; under DDP (:func:`wrap_objective`) the gradients
+    of every parameter of ``nets`` that ``fn`` used are averaged over ranks in the following ``backward``. Networks
+    whose methods are not ``forward`` (StarGANv2's ``encode_content`` / ``synthesize``) train data-parallel this way.
+    Everything that depends on the gradients of ``nets`` must be computed inside ``fn``.
+    """
+
+    def __init__(self, nets: torch.nn.Module):
+        super().__init__()
+        self.nets = nets
+
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(self.nets, *args, **kwargs)
+
+
+def wrap_objective(nets: torch.nn.Module, dist: DistInfo, find_unused_parameters: bool = True) -> torch.nn.Module:
+    """:class:`Objective` of ``nets``, in DDP when ``world_size > 1`` (see :func:`wrap_ddp`)."""
+    return wrap_ddp(Objective(nets), dist, find_unused_parameters)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -215,9 +234,7 @@ class MetricsWriter:
         if resume_step is not None and self.path.is_file():
             kept = [ln for ln in self.path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` (JSON-serialisable, with ``step``) as one line; no-op off rank 0."""
@@ -229,11 +246,6 @@ class MetricsWriter:
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` file."""
     return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """float [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3] (NVlabs: ``x * 127.5 + 128``, clamped)."""
-    return (img.detach().float().permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def save_image_grid(path: str | Path, rows: Sequence[torch.Tensor], max_items: int = 8) -> Path:
@@ -249,10 +261,7 @@ def save_image_grid(path: str | Path, rows: Sequence[torch.Tensor], max_items: i
     grid = torchvision.utils.make_grid(imgs, nrow=min(max_items, rows[0].shape[0]), padding=2, pad_value=-1)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    PIL.Image.fromarray(to_uint8(grid[None])[0].numpy()).save(tmp, format="PNG")
-    os.replace(tmp, p)
-    return p
+    return atomic_write(p, lambda f: PIL.Image.fromarray(to_uint8(grid[None])[0].numpy()).save(f, format="PNG"))
 
 
 # ------------------------------------------------------------------------------------------------- the loop

@@ -2,8 +2,8 @@
 
 from .networks import (GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator, NLayerDiscriminator,
                        build_discriminator, build_generator)
-from .train import Pix2PixHDModelConfig, Pix2PixHDTrainConfig, Pix2PixHDTrainer, resolve_config, run
+from .train import Pix2PixHDModelConfig, Pix2PixHDTrainConfig, Pix2PixHDTrainer, load_generator, run, setup
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "MultiscaleDiscriminator", "NLayerDiscriminator", "build_generator",
            "build_discriminator", "Pix2PixHDModelConfig", "Pix2PixHDTrainConfig", "Pix2PixHDTrainer",
-           "resolve_config", "run"]
+           "load_generator", "run", "setup"]

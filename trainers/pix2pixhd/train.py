@@ -18,13 +18,9 @@ from typing import Any, Mapping
 import torch
 
 from kdpipe.errors import ConfigError
-
-from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from kdpipe.trainers.core.config import (RESUME_MAY_CHANGE, DataConfig, LoopConfig, config_diff, config_to_dict, flatten, load_config,
-                      merge, save_config)
+from kdpipe.trainers.core.config import DataConfig, LoopConfig
 from kdpipe.trainers.core.data import DatasetInfo, batch_iterator, inspect_dataset
-from kdpipe.trainers.core.loop import (EMA, DistInfo, FitResult, autocast, fit, make_grad_scaler, run_distributed, seed_everything,
-                    unwrap, wrap_ddp)
+from kdpipe.trainers.core.loop import EMA, DistInfo, FitResult, autocast, make_grad_scaler, unwrap, wrap_ddp
 from .losses import build_vgg_loss, feature_matching_loss, gan_loss
 from .networks import build_discriminator, build_generator, downsample_factor
 
@@ -201,74 +197,42 @@ class Pix2PixHDTrainer:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def resolve_config(config_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                   resume: bool = False, resume_from: str | Path | None = None
-                   ) -> tuple[Pix2PixHDTrainConfig, dict[str, Any] | None]:
-    """Resolved config and, when resuming, the loaded checkpoint.
-
-    Fresh run: defaults < YAML < overrides. Resume: the checkpoint's config (with ``loop.stop_after``
-    cleared: it applies to one invocation) < YAML < overrides; fields other than RESUME_MAY_CHANGE
-    (+ model.vgg_weights) must not change.
+def setup(cfg: Pix2PixHDTrainConfig, state: dict[str, Any] | None, overrides: Mapping[str, Any]):
+    """Checks made before training (dataset present, image sides fit the generator); returns ``build(dist)``.
 
     Raises:
-        ConfigError: no --out / --data, a fresh run into a directory with checkpoints, or a changed field.
-        TrainCheckpointError: nothing to resume, or a corrupt / foreign checkpoint.
+        ConfigError: no ``--data``, or image sides not divisible by the generator's downsampling factor.
+        DatasetError: the dataset cannot be read.
     """
-    cfg = load_config(Pix2PixHDTrainConfig, config_path, overrides)
-    if not cfg.loop.out_dir:
-        raise ConfigError("no run directory; pass --out RUN_DIR (checkpoints, samples and metrics go there)")
-    state = None
-    if resume or resume_from is not None:
-        path = Path(resume_from) if resume_from is not None else latest_checkpoint(cfg.loop.out_dir)
-        if path is None:
-            raise TrainCheckpointError(f"--resume: no checkpoints in {cfg.loop.out_dir}/checkpoints; "
-                                       "drop --resume to start a new run")
-        state = load_checkpoint(path, trainer=NAME)
-        saved = load_config(Pix2PixHDTrainConfig, None, None, base=state["config"])
-        base = merge(state["config"], {"loop.stop_after": None})  # per invocation: a resumed run goes to the end
-        cfg = load_config(Pix2PixHDTrainConfig, config_path, overrides, base=base)
-        changed = config_diff(saved, cfg, RESUME_MAY_CHANGE | {"model.vgg_weights"})
-        if changed:
-            old, new = flatten(config_to_dict(saved))[changed[0]], flatten(config_to_dict(cfg))[changed[0]]
-            raise ConfigError(f"cannot resume {str(path)!r}: {changed[0]} was {old!r} in that run, now {new!r}; "
-                              "keep it or start a new run in another --out")
-    elif latest_checkpoint(cfg.loop.out_dir) is not None:
-        raise ConfigError(f"{cfg.loop.out_dir!r} already holds checkpoints ({latest_checkpoint(cfg.loop.out_dir)}); "
-                          "pass --resume to continue that run, or another --out")
     if not cfg.data.path:
         raise ConfigError("no dataset; pass --data OUT/<task> (a directory written by `kdpipe generate`)")
-    return cfg, state
-
-
-def run(config_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-        resume: bool = False, resume_from: str | Path | None = None) -> FitResult:
-    """Train (or resume) a pix2pixHD student; works under torchrun (DDP) and in a single process.
-
-    Args:
-        config_path: YAML with sections data / loop / model (optional).
-        overrides: dotted keys, e.g. ``{"data.path": "out/gender", "loop.out_dir": "runs/g", "model.ngf": 32}``.
-        resume: continue from the latest checkpoint in ``loop.out_dir``.
-        resume_from: continue from this checkpoint file.
-    Returns: :class:`FitResult` (the final step, logged records of this invocation, checkpoints written).
-    Raises: ConfigError, DatasetError, TrainCheckpointError (one-line messages).
-    """
-    cfg, state = resolve_config(config_path, overrides, resume, resume_from)
     info = inspect_dataset(cfg.data.path, cfg.data.kind)
     hw = (cfg.data.resolution,) * 2 if cfg.data.resolution is not None else info.image_hw
     factor = downsample_factor(cfg.model.netG, cfg.model.n_downsample_global, cfg.model.n_local_enhancers)
     if hw[0] % factor or hw[1] % factor:
         raise ConfigError(f"images are {hw[0]}x{hw[1]} but this generator needs sides divisible by {factor}; "
                           "lower model.n_downsample_global or set data.resolution")
-    def body(dist):
-        seed_everything(cfg.loop.seed, cfg.loop.deterministic)
-        trainer = Pix2PixHDTrainer(cfg, info, dist)
-        if dist.is_main:
-            Path(cfg.loop.out_dir).mkdir(parents=True, exist_ok=True)
-            save_config(cfg, Path(cfg.loop.out_dir) / "config.yaml")
 
+    def build(dist: DistInfo):
         def batches(pos):
             return batch_iterator(info, cfg.data, cfg.loop.seed, pos, dist.rank, dist.world_size)
 
-        return fit(trainer, cfg.loop, batches, dist, config_to_dict(cfg), state)
+        return Pix2PixHDTrainer(cfg, info, dist), batches
 
-    return run_distributed(cfg.loop.device, body)
+    return build
+
+
+def load_generator(trainer_state: dict[str, Any], use_ema: bool) -> torch.nn.Module:
+    """The checkpoint's generator (G_ema when kept and ``use_ema``), for ``kdpipe translate``."""
+    G = build_generator(**trainer_state["generator_kwargs"])
+    ema = trainer_state.get("G_ema")
+    G.load_state_dict(ema if use_ema and ema is not None else trainer_state["G"])
+    return G
+
+
+def run(config_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+        resume: bool = False, resume_from: str | Path | None = None) -> FitResult:
+    """``kdpipe train pix2pixhd`` as a function: see :func:`kdpipe.trainers.registry.train`."""
+    from kdpipe.trainers.registry import train
+
+    return train(NAME, config_path, overrides, resume, resume_from)

@@ -6,5 +6,6 @@ Stage two (``train_ft``): finetuning on a folder-per-domain dataset with StarGAN
 (Choi et al., CVPR 2020, Sec. 3.2 / clovaai/stargan-v2 ``core/solver.py``).
 
 Modules: ``networks`` (the five StarGANv2 networks), ``losses_kd`` (Eq. 1-5, hint adaptors), ``losses_ft``
-(StarGANv2 losses), ``data`` (online / shard triplets, folder dataset), ``train_kd``, ``train_ft``, ``cli``.
+(StarGANv2 losses), ``data`` (online / shard triplets, folder dataset), ``train_kd``, ``train_ft`` (each with the
+``setup`` that ``kdpipe.trainers.registry`` lists).
 """

@@ -1,20 +1,17 @@
-"""Config dataclasses of the two StarGANv2 stages, and run set-up (fresh start or exact resume).
+"""Config dataclasses of the two StarGANv2 stages.
 
 Sections are checked in ``__post_init__`` and built by :func:`kdpipe.trainers.core.config.load_config` (defaults <
 stage defaults < YAML file < dotted CLI overrides). Defaults are the papers': seed 000 Eq. 1-5 and appendix A.4
-for the KD stage, StarGANv2 (clovaai/stargan-v2 ``main.py``, AFHQ setting) for finetuning.
+for the KD stage, StarGANv2 (clovaai/stargan-v2 ``main.py`` defaults, i.e. its CelebA-HQ setting) for finetuning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kdpipe.errors import ConfigError
-from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from kdpipe.trainers.core.config import (RESUME_MAY_CHANGE, LoopConfig, config_diff, config_to_dict, flatten, load_config,
-                                    save_config, section_field)
+from kdpipe.trainers.core.config import LoopConfig, section_field
 
 
 def _choice(name: str, value: Any, choices) -> None:
@@ -84,8 +81,10 @@ class TeacherConfig:
 
     spec: str = ""
     """``builtin:random-64`` or a checkpoint path (the same loaders as ``kdpipe generate``)."""
-    truncation_psi: float = 1.0
-    """Truncation of z -> w for online triplets (seed 000 uses none)."""
+    truncation_psi: float = 0.7
+    """Truncation of z -> w (``w_avg + psi (w - w_avg)``, all layers). Seed 000 states none; 0.7 is the default of
+    ``kdpipe generate`` (seed 002's released code), so online triplets equal the style-mix shards' under defaults.
+    Shards rendered with another psi are refused."""
     mix: str = "crossover:4"
     """Layers of y taken from w2: ``crossover:K`` (w1 on layers [0, K); seed 000 footnote 1: K = 4) or a group."""
 
@@ -138,9 +137,11 @@ class KDLossConfig:
     """R1 penalty on D_S (not in Eq. 4; StarGANv2 uses 1)."""
     triplets: str = "style-mix"
     """``style-mix`` (x1, x2, y) or ``identity`` (x1, x1, x1): the "KD*" ablation of Fig. 3(b)."""
-    mode: str = "reference"
-    """``reference`` (style from E_R(x2)), ``latent`` (style from the mapping network of the teacher's z2; from
-    shards z2 is rebuilt from the json seeds) or ``both`` (sum of the two Eq. 3 / Eq. 4 terms per step)."""
+    mode: str = "both"
+    """``both`` (default: the sum of the two Eq. 3 / Eq. 4 terms per step, so the style encoder *and* the mapping
+    network are learnt; A.4: the one mapping network learnt here is duplicated per class at finetuning),
+    ``reference`` (style from E_R(x2) only; the mapping network stays at its init) or ``latent`` (style from the
+    mapping network of the teacher's z2 only). From shards z2 is rebuilt from the json seeds."""
     adaptor_side: str = "student"
     """Which side the 1x1 hint adaptors map (see ``losses_kd``): ``student`` (FitNets) or ``teacher``."""
 
@@ -198,12 +199,17 @@ class FTDataConfig:
 
 @dataclass
 class FTLossConfig:
-    """StarGANv2 loss weights (AFHQ) and the diversity-weight decay."""
+    """StarGANv2 loss weights and the diversity-weight decay (clovaai/stargan-v2 README: lambda_ds 1 for
+    CelebA-HQ, 2 for AFHQ; the other weights are 1 for both)."""
 
     lambda_reg: float = 1.0
+    """R1 weight on real images."""
     lambda_sty: float = 1.0
+    """Style reconstruction weight."""
     lambda_ds: float = 1.0
+    """Diversity-sensitive weight: 1 = upstream's CelebA-HQ setting; use 2 for AFHQ-like data (upstream)."""
     lambda_cyc: float = 1.0
+    """Cycle-consistency weight."""
     ds_iter: int = 100000
     """lambda_ds decays linearly to 0 over this many steps."""
 
@@ -228,54 +234,3 @@ class FTConfig:
 
 
 FT_DEFAULTS = {"loop": {"steps": 100000, "ema_decay": 0.999}}  # StarGANv2 total_iters, EMA beta
-
-
-# ------------------------------------------------------------------------------------------------- run set-up
-
-def setup_run(cls: type, trainer: str, defaults: Mapping[str, Any], config_path: str | Path | None,
-              overrides: Mapping[str, Any], resume: bool = False,
-              resume_from: str | Path | None = None) -> tuple[Any, dict | None]:
-    """Resolve the config and, when resuming, load the checkpoint (same rules as the pix2pixHD trainer).
-
-    Fresh run: defaults < stage ``defaults`` < YAML < overrides; ``loop.out_dir`` must hold no checkpoints.
-    Resume (``resume``: newest checkpoint in ``loop.out_dir``; or ``resume_from``: that file): the checkpoint's
-    config < YAML < overrides, and only the fields in ``RESUME_MAY_CHANGE`` may change.
-
-    Returns:
-        ``(config, checkpoint dict or None)``.
-    Raises:
-        ConfigError: no ``loop.out_dir``, a fresh run into a directory with checkpoints, or a changed field.
-        TrainCheckpointError: nothing to resume, or a corrupt / foreign checkpoint.
-    """
-    cfg = load_config(cls, config_path, overrides, base=defaults)
-    if not cfg.loop.out_dir:
-        raise ConfigError("no run directory; pass --out RUN_DIR (checkpoints, samples and metrics go there)")
-    state = None
-    if resume or resume_from is not None:
-        path = Path(resume_from) if resume_from is not None else latest_checkpoint(cfg.loop.out_dir)
-        if path is None:
-            raise TrainCheckpointError(f"--resume: no checkpoints in {cfg.loop.out_dir}/checkpoints; "
-                                       "drop --resume to start a new run")
-        state = load_checkpoint(path, trainer=trainer)
-        saved = load_config(cls, None, None, base=state["config"])
-        cfg = load_config(cls, config_path, overrides, base=state["config"])
-        changed = config_diff(saved, cfg, RESUME_MAY_CHANGE)
-        if changed:
-            old, new = flatten(config_to_dict(saved))[changed[0]], flatten(config_to_dict(cfg))[changed[0]]
-            raise ConfigError(f"cannot resume {str(path)!r}: {changed[0]} was {old!r} in that run, now {new!r}; "
-                              "keep it or start a new run in another --out")
-    elif latest_checkpoint(cfg.loop.out_dir) is not None:
-        raise ConfigError(f"{cfg.loop.out_dir!r} already holds checkpoints ({latest_checkpoint(cfg.loop.out_dir)}); "
-                          "pass --resume to continue that run, or another --out")
-    return cfg, state
-
-
-def write_config(cfg: Any) -> None:
-    """Write the resolved config to ``<loop.out_dir>/config.yaml`` (creating the directory)."""
-    Path(cfg.loop.out_dir).mkdir(parents=True, exist_ok=True)
-    save_config(cfg, Path(cfg.loop.out_dir) / "config.yaml")
-
-
-def config_dict(cfg: Any) -> dict:
-    """Plain nested dict of a config (what checkpoints store)."""
-    return config_to_dict(cfg)

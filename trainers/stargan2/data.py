@@ -5,7 +5,8 @@ Every batch is a pure function of the seed and its position, so a resumed run se
 * online triplets: batch ``k`` of rank ``r`` holds triplets ``i = (k * world + r) * B + b``; triplet ``i`` uses
   teacher seeds ``base_seed + 2i`` (content, x1) and ``base_seed + 2i + 1`` (style, x2), z from the NVlabs
   seed convention (:func:`kdpipe.pipeline.latents.z_from_seeds`) -- the pipeline's style-mix shards use the same
-  rule, so online triplets equal the shards' for the same base seed;
+  rule and the same fixed-row forwards (:class:`kdpipe.pipeline.render.Renderer`), so online triplets equal the
+  shards' for the same base seed and truncation (on CPU; on CUDA also the same ``runtime.batch_size``, 16);
 * shard triplets: :class:`kdpipe.trainers.core.data.ShardBatches` order (seeded shard permutation + shuffle buffer),
   with the latents kept and no flips (a flip would no longer match the latents);
 * domain folders: step ``k`` of rank ``r`` draws from ``numpy.random.default_rng([seed, k, r])``.
@@ -28,9 +29,10 @@ import torch.nn.functional as F
 
 from kdpipe.errors import DatasetError
 from kdpipe.pipeline.latents import mix_ws, sample_seeds, z_from_seeds
+from kdpipe.pipeline.render import Renderer
 from kdpipe.trainers.core.config import DataConfig
-from kdpipe.trainers.core.data import (TRIPLET_KEYS, DataPosition, ShardBatches, batch_iterator, decode_image,
-                                  inspect_dataset, to_float)
+from kdpipe.images import read_image_file, to_float
+from kdpipe.trainers.core.data import TRIPLET_KEYS, DataPosition, ShardBatches, batch_iterator, inspect_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -82,39 +84,42 @@ def online_batches(batch_size: int, start: DataPosition = DataPosition(), rank: 
 
 
 @torch.no_grad()
-def triplet_latents(G, index: torch.Tensor, base_seed: int, truncation_psi: float, mix_layers):
+def triplet_latents(renderer: Renderer, index: torch.Tensor, base_seed: int, mix_layers):
     """Latents of triplets ``index``: ``(z1, z2)`` ``[N, z_dim]`` and ``(ws1, ws2, ws_y)`` ``[N, num_ws, w_dim]``.
 
-    z from seeds ``base_seed + 2i`` / ``+ 2i + 1`` (NVlabs convention); ``ws_y = mix_ws(ws1, ws2, mix_layers)``:
-    ws1 on the content layers, ws2 on ``mix_layers`` (seed 000 Sec. 3.1, Phi(s1, s2)).
+    z from seeds ``base_seed + 2i`` / ``+ 2i + 1`` (NVlabs convention), ws by ``renderer.ws_from_seeds`` (the
+    truncated mapping in fixed-row forwards, exactly as the pipeline's style-mix stage draws them);
+    ``ws_y = mix_ws(ws1, ws2, mix_layers)``: ws1 on the content layers, ws2 on ``mix_layers`` (seed 000 Sec. 3.1).
     """
-    device = G.mapping.w_avg.device
+    G = renderer.G
     seeds = [s for i in index.tolist() for s in sample_seeds(base_seed, i, 2)]
-    z = z_from_seeds(seeds, G.z_dim).to(device).view(len(index), 2, G.z_dim)
-    ws1 = G.mapping(z[:, 0], None, truncation_psi=truncation_psi)
-    ws2 = G.mapping(z[:, 1], None, truncation_psi=truncation_psi)
+    z = z_from_seeds(seeds, G.z_dim).to(renderer.device).view(len(index), 2, G.z_dim)
+    ws = renderer.ws_from_seeds(seeds).view(len(index), 2, G.num_ws, G.w_dim)
+    ws1, ws2 = ws[:, 0], ws[:, 1]
     return z[:, 0], z[:, 1], ws1, ws2, mix_ws(ws1, ws2, mix_layers)
 
 
 @torch.no_grad()
-def online_triplets(G, index: torch.Tensor, base_seed: int, truncation_psi: float, mix_layers,
+def online_triplets(renderer: Renderer, index: torch.Tensor, base_seed: int, mix_layers,
                     identity: bool = False) -> TeacherTriplets:
     """Generate triplets ``index`` with the teacher (seed 000 Sec. 3.1, footnote 2: online per minibatch).
 
     Args:
-        G: teacher :class:`kdpipe.pipeline.teacher.networks.Generator` (frozen).
+        renderer: :class:`kdpipe.pipeline.render.Renderer` of the frozen teacher (truncation, noise mode 'const').
+            Mapping and synthesis run in its fixed-row forwards, the code path of ``kdpipe generate``'s style-mix
+            shards, so triplets equal the shards' for the same seeds and truncation by construction.
         index: triplet indices ``[N]`` int64 (see :func:`triplet_indices`).
         mix_layers: layers taken from w2 (:func:`kdpipe.pipeline.latents.parse_mix`).
         identity: the KD* ablation (x1, x1, x1).
     Returns:
-        :class:`TeacherTriplets` with ``y_features`` filled (one synthesis call for x1, x2 and y, noise 'const').
+        :class:`TeacherTriplets` with ``y_features`` filled.
     """
-    z1, z2, ws1, ws2, ws_y = triplet_latents(G, index, base_seed, truncation_psi, mix_layers)
+    z1, z2, ws1, ws2, ws_y = triplet_latents(renderer, index, base_seed, mix_layers)
     n = len(index)
     if identity:  # x2 = y = x1, so the latent-guided student maps x1's z
-        img, feats = G.synthesis(ws1, noise_mode="const", return_features=True)
+        img, feats = renderer.synthesize(ws1)
         return TeacherTriplets(img, img, img, ws1, feats, z1)
-    img, feats = G.synthesis(torch.cat([ws1, ws2, ws_y]), noise_mode="const", return_features=True)
+    img, feats = renderer.synthesize(torch.cat([ws1, ws2, ws_y]))
     return TeacherTriplets(img[:n], img[n:2 * n], img[2 * n:], ws_y, {r: f[2 * n:] for r, f in feats.items()}, z2)
 
 
@@ -122,13 +127,13 @@ class TripletShardBatches(ShardBatches):
     """:class:`ShardBatches` for style-mix shards that keeps each sample's latents and teacher hash.
 
     Batch dict: ``x1``, ``x2``, ``y`` float32 ``[B, 3, H, W]``, ``latents`` float32 ``[B, 3, num_ws, w_dim]``,
-    ``teacher_sha256`` list[str | None], ``seeds`` list[[seed_x1, seed_x2] | None] (json), ``key``, ``epoch``,
-    ``index``.
+    ``teacher_sha256`` list[str | None], ``seeds`` list[[seed_x1, seed_x2] | None], ``truncation_psi``
+    list[float | None] (json), ``key``, ``epoch``, ``index``.
     """
 
     def collate(self, items: list[tuple[int, int, dict]]) -> dict[str, Any]:
         out: dict[str, list] = {"x1": [], "x2": [], "y": [], "latents": [], "teacher_sha256": [], "seeds": [],
-                                "key": []}
+                                "truncation_psi": [], "key": []}
         for _, _, s in items:
             where = f"sample {s['__key__']!r} in {s['__url__']!r}"
             if "latents.npy" not in s or not all(k in s for k in TRIPLET_KEYS):
@@ -141,12 +146,14 @@ class TripletShardBatches(ShardBatches):
             meta = json.loads(s["json"]) if "json" in s else {}
             out["teacher_sha256"].append(meta.get("teacher_sha256"))
             out["seeds"].append(meta.get("seeds"))
+            out["truncation_psi"].append(meta.get("truncation_psi"))
             out["key"].append(s["__key__"])
         shapes = {tuple(t.shape) for t in out["latents"]}
         if len(shapes) > 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[0] != 3:
             raise DatasetError(f"latents.npy of {out['key']} have shapes {sorted(shapes)}; expected [3, num_ws, w_dim]")
         batch = {k: torch.stack(v) for k, v in out.items() if k in ("x1", "x2", "y", "latents")}
         batch.update(teacher_sha256=out["teacher_sha256"], seeds=out["seeds"], key=out["key"],
+                     truncation_psi=out["truncation_psi"],
                      epoch=torch.tensor([e for e, _, _ in items]), index=torch.tensor([i for _, i, _ in items]))
         return batch
 
@@ -175,23 +182,30 @@ def shard_batches(path: str, batch_size: int, seed: int, num_workers: int = 0, s
 
 
 @torch.no_grad()
-def shard_triplets(G, batch: dict[str, Any], teacher_sha256: str | None, identity: bool = False,
+def shard_triplets(renderer: Renderer, batch: dict[str, Any], teacher_sha256: str | None, identity: bool = False,
                    need_z: bool = False) -> TeacherTriplets:
     """Turn a shard batch into :class:`TeacherTriplets`, re-synthesising y's features from its latents.
 
-    With ``need_z`` (latent-guided KD) the style image's z is rebuilt from the json ``seeds`` (NVlabs seed
-    convention, as the pipeline drew it); shards store ws, which the student's mapping network does not take.
+    The features come from ``renderer.synthesize`` (the fixed-row forwards of :func:`online_triplets`). With
+    ``need_z`` (latent-guided KD) the style image's z is rebuilt from the json ``seeds`` (NVlabs seed convention,
+    as the pipeline drew it); shards store ws, which the student's mapping network does not take.
 
     Raises:
-        DatasetError: the shards were made by another teacher (``json.teacher_sha256`` differs), their images are
-            not at the teacher's resolution, their latents do not fit the teacher's ``[num_ws, w_dim]``, or
-            ``need_z`` and a sample's json has no ``seeds``.
+        DatasetError: the shards were made by another teacher (``json.teacher_sha256`` differs) or with another
+            truncation than ``renderer.truncation_psi`` (``json.truncation_psi``), their images are not at the
+            teacher's resolution, their latents do not fit the teacher's ``[num_ws, w_dim]``, or ``need_z`` and a
+            sample's json has no ``seeds``.
     """
-    device = G.mapping.w_avg.device
+    G, device = renderer.G, renderer.device
     for key, sha in zip(batch["key"], batch["teacher_sha256"]):
         if sha is not None and teacher_sha256 is not None and sha != teacher_sha256:
             raise DatasetError(f"shard sample {key!r} was made by teacher {sha[:12]}..., not the loaded teacher "
                                f"{teacher_sha256[:12]}...; pass the teacher that generated the shards")
+    for key, psi in zip(batch["key"], batch.get("truncation_psi") or [None] * len(batch["key"])):
+        if psi is not None and float(psi) != renderer.truncation_psi:
+            raise DatasetError(f"shard sample {key!r} was rendered with truncation_psi={psi}, but this run uses "
+                               f"teacher.truncation_psi={renderer.truncation_psi}; set --set "
+                               f"teacher.truncation_psi={psi} or regenerate the shards")
     lat = batch["latents"].to(device)
     if tuple(lat.shape[2:]) != (G.num_ws, G.w_dim):
         raise DatasetError(f"shard latents are [3, {lat.shape[2]}, {lat.shape[3]}] but the teacher needs "
@@ -208,7 +222,7 @@ def shard_triplets(G, batch: dict[str, Any], teacher_sha256: str | None, identit
                                "cannot be rebuilt for latent-guided KD; use loss.mode=reference or data.source=online")
         z = z_from_seeds([s[0] if identity else s[1] for s in seeds], G.z_dim).to(device)
     ws_y = lat[:, 0] if identity else lat[:, 2]
-    _, feats = G.synthesis(ws_y, noise_mode="const", return_features=True)
+    _, feats = renderer.synthesize(ws_y)
     if identity:
         return TeacherTriplets(x1, x1, x1, ws_y, feats, z)
     return TeacherTriplets(x1, x2, y, ws_y, feats, z)
@@ -244,7 +258,7 @@ class DomainFolder:
             good = []
             for p in sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
                 try:
-                    read_image(p)
+                    read_image_file(p)
                     good.append(p)
                 except DatasetError as exc:
                     if on_bad_image == "error":
@@ -269,7 +283,7 @@ class DomainFolder:
                 "skipped": self.skipped}
 
     def _load(self, path: Path, rng: np.random.Generator, augment: bool) -> torch.Tensor:
-        img = to_float(read_image(path))[None]
+        img = to_float(read_image_file(path))[None]
         if augment and rng.random() < 0.5:
             top, left, h, w = random_resized_crop_params(rng, img.shape[-2], img.shape[-1])
             img = img[..., top:top + h, left:left + w]
@@ -296,15 +310,6 @@ class DomainFolder:
         z = torch.from_numpy(rng.standard_normal((2, batch_size, latent_dim)).astype(np.float32))
         return {"x_src": x[0], "y_src": torch.from_numpy(y_src), "x_ref": x[1], "x_ref2": x[2],
                 "y_ref": torch.from_numpy(y_ref), "z_trg": z[0], "z_trg2": z[1]}
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """Image file -> uint8 ``[3, H, W]`` RGB. Raises DatasetError naming the file if it cannot be decoded."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"image {str(path)!r} cannot be read ({exc})") from None
-    return decode_image(data, repr(str(path)))
 
 
 def random_resized_crop_params(rng: np.random.Generator, height: int, width: int, scale=(0.8, 1.0),

@@ -1,17 +1,17 @@
 """StarGANv2 objective for the finetuning stage (Choi et al. CVPR 2020, Sec. 3.2, Eq. 1-5).
 
 Matches clovaai/stargan-v2 ``core/solver.py`` (``compute_d_loss``, ``compute_g_loss``, ``adv_loss``, ``r1_reg``,
-``moving_average``) without the FAN/high-pass masks. All image tensors are ``[N, 3, R, R]`` in [-1, 1], domain
+without the FAN/high-pass masks. All image tensors are ``[N, 3, R, R]`` in [-1, 1], domain
 labels ``[N]`` int64, latent codes ``[N, latent_dim]``, styles ``[N, style_dim]``. Losses are scalar float32.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdpipe.trainers.stargan2.config import FTLossConfig
 
 
 def adv_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
@@ -33,17 +33,7 @@ def r1_reg(d_out: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
     return 0.5 * grad.pow(2).flatten(1).sum(1).mean(0)
 
 
-@dataclass
-class FinetuneWeights:
-    """StarGANv2 loss weights (AFHQ defaults: lambda_reg = lambda_sty = lambda_ds = lambda_cyc = 1)."""
-
-    lambda_reg: float = 1.0
-    lambda_sty: float = 1.0
-    lambda_ds: float = 1.0
-    lambda_cyc: float = 1.0
-
-
-def compute_d_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg, z_trg=None, x_ref=None):
+def compute_d_loss(nets: nn.ModuleDict, w: FTLossConfig, x_real, y_org, y_trg, z_trg=None, x_ref=None):
     """Discriminator loss ``L_adv(real) + L_adv(fake) + lambda_reg * R1`` for one latent- or reference-guided batch.
 
     Exactly one of ``z_trg`` ``[N, latent_dim]`` / ``x_ref`` ``[N, 3, R, R]`` is given (the target style source).
@@ -63,7 +53,7 @@ def compute_d_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg
     return loss, {"real": loss_real.item(), "fake": loss_fake.item(), "reg": loss_reg.item()}
 
 
-def compute_g_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg, z_trgs=None, x_refs=None,
+def compute_g_loss(nets: nn.ModuleDict, w: FTLossConfig, x_real, y_org, y_trg, z_trgs=None, x_refs=None,
                    lambda_ds: float | None = None):
     """Generator loss ``L_adv + lambda_sty L_sty - lambda_ds L_ds + lambda_cyc L_cyc`` (StarGANv2 Eq. 5).
 
@@ -92,10 +82,3 @@ def compute_g_loss(nets: nn.ModuleDict, w: FinetuneWeights, x_real, y_org, y_trg
     loss_cyc = torch.mean(torch.abs(x_rec - x_real))
     loss = loss_adv + w.lambda_sty * loss_sty - lambda_ds * loss_ds + w.lambda_cyc * loss_cyc
     return loss, {"adv": loss_adv.item(), "sty": loss_sty.item(), "ds": loss_ds.item(), "cyc": loss_cyc.item()}
-
-
-@torch.no_grad()
-def moving_average(model: nn.Module, model_ema: nn.Module, beta: float = 0.999) -> None:
-    """``p_ema <- lerp(p, p_ema, beta) = beta * p_ema + (1 - beta) * p`` for every parameter (StarGANv2 EMA)."""
-    for p, p_ema in zip(model.parameters(), model_ema.parameters()):
-        p_ema.copy_(torch.lerp(p, p_ema, beta))

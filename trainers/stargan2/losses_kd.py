@@ -8,8 +8,10 @@ over all elements (``F.l1_loss``), as in the StarGANv2 and seed 000 code bases; 
 Where channel counts differ a 1x1 conv "hint" adaptor (Romero et al. 2015, FitNets) maps one side onto the
 other's channels. Default ``side='student'``: the adaptor maps the *student* feature to the teacher's channels,
 as FitNets' regressor does; the teacher target stays fixed, so the term cannot be lowered by shrinking both sides.
-``side='teacher'`` maps the teacher feature to the student's channels (seed 000's wording); the adaptor then
-learns together with the student and the pair can shrink towards zero, so prefer it only to reproduce that text.
+``side='teacher'`` maps the teacher feature to the student's channels (seed 000's wording); the teacher feature is
+detached *before* the adaptor, so the adaptor learns (its weights are in the generator's optimiser) while no
+gradient reaches the teacher. Adaptor and student can then shrink the pair together towards zero, so prefer it only
+to reproduce that text.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class HintAdaptors(nn.Module):
         """``[(r, student_r', teacher_r')]`` with the adaptor applied on its side; shapes equal per pair."""
         out = []
         for r in self.sizes:
-            s, t = student[r], teacher[r]
+            s, t = student[r], teacher[r].detach()  # the teacher is frozen; a teacher-side adaptor still learns
             conv = self.convs[str(r)] if str(r) in self.convs else None
             if conv is not None:
                 if self.side == "student":
@@ -86,7 +88,7 @@ def feature_kd_loss(student: dict[int, torch.Tensor], teacher: dict[int, torch.T
 
     Args:
         student: ``{r: [N, C_s, r, r]}`` student features (with grad).
-        teacher: ``{r: [N, C_t, r, r]}`` teacher features (detached; the teacher is frozen).
+        teacher: ``{r: [N, C_t, r, r]}`` teacher features (detached here, before a teacher-side adaptor).
         adaptors: pairs sizes and maps channels (:class:`HintAdaptors`).
         weight: gamma_l / tau_l / alpha_l, the same for every l (0.1 in seed 000).
     Returns:
@@ -95,7 +97,7 @@ def feature_kd_loss(student: dict[int, torch.Tensor], teacher: dict[int, torch.T
     pairs = adaptors.pairs(student, teacher)
     if not pairs:
         raise ValueError(f"no common feature sizes between student {sorted(student)} and teacher {sorted(teacher)}")
-    terms = {r: F.l1_loss(s, t.detach()) for r, s, t in pairs}
+    terms = {r: F.l1_loss(s, t) for r, s, t in pairs}
     return weight * sum(terms.values()), {r: v.item() for r, v in terms.items()}
 
 

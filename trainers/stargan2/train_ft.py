@@ -20,15 +20,14 @@ from typing import Any
 import torch
 
 from kdpipe.errors import ConfigError
+from kdpipe.fsutil import atomic_write_text
 from kdpipe.trainers.core.checkpoint import TrainCheckpointError, latest_checkpoint, load_checkpoint
-from kdpipe.trainers.core.loop import EMA, DistInfo, FitResult, autocast, fit, seed_everything
-from kdpipe.trainers.stargan2.config import FT_DEFAULTS, FTConfig, config_dict, setup_run, write_config
+from kdpipe.trainers.core.loop import EMA, DistInfo, FitResult, autocast, wrap_objective
+from kdpipe.trainers.stargan2.config import FTConfig
 from kdpipe.trainers.stargan2.data import DomainFolder, folder_batches
-from kdpipe.trainers.stargan2.losses_ft import FinetuneWeights, compute_d_loss, compute_g_loss
+from kdpipe.trainers.stargan2.losses_ft import compute_d_loss, compute_g_loss
 from kdpipe.trainers.stargan2.networks import NET_NAMES, build_nets, load_expanding_domains
 from kdpipe.trainers.stargan2.train_kd import TRAINER as KD_TRAINER
-from kdpipe.trainers.core.loop import run_distributed
-from kdpipe.trainers.stargan2.train_kd import grad_all_reduce
 
 TRAINER = "stargan2"
 EMA_NETS = ("generator", "mapping_network", "style_encoder")
@@ -84,13 +83,12 @@ class FinetuneTrainer:
         if init_models is not None:
             for k in NET_NAMES:
                 load_expanding_domains(self.nets[k], init_models[k])
+        self.objective = wrap_objective(self.nets, dist)  # DDP over all four networks (unused ones allowed)
         self.ema = {k: EMA(self.nets[k], cfg.loop.ema_decay) for k in EMA_NETS} if cfg.loop.ema_decay > 0 else {}
         o = cfg.optim
         self.optims = {k: torch.optim.Adam(self.nets[k].parameters(), lr=o.f_lr if k == "mapping_network" else o.lr,
                                            betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
                        for k in NET_NAMES}
-        loss = cfg.loss
-        self.weights = FinetuneWeights(loss.lambda_reg, loss.lambda_sty, loss.lambda_ds, loss.lambda_cyc)
         self._last: list[torch.Tensor] = []
 
     def lambda_ds(self, step: int) -> float:
@@ -101,7 +99,6 @@ class FinetuneTrainer:
         for opt in self.optims.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_all_reduce([p for k in names for p in self.nets[k].parameters()], self.dist)
         for k in names:
             self.optims[k].step()
 
@@ -109,22 +106,22 @@ class FinetuneTrainer:
         """Two D steps and two G steps (latent- then reference-guided), then the EMA update."""
         b = {k: v.to(self.device) for k, v in batch.items()}
         x_real, y_org, y_trg = b["x_src"], b["y_src"], b["y_ref"]
-        w, nets, out = self.weights, self.nets, {}
+        w, nets, out = self.cfg.loss, self.nets, {}
         amp = autocast(self.device, self.cfg.loop.precision)
         for mode, kw in (("latent", {"z_trg": b["z_trg"]}), ("ref", {"x_ref": b["x_ref"]})):
             with amp:
-                d_loss, parts = compute_d_loss(nets, w, x_real, y_org, y_trg, **kw)
+                d_loss, parts = self.objective(compute_d_loss, w, x_real, y_org, y_trg, **kw)
             self._step(d_loss, ["discriminator"])
             out.update({f"D/{mode}_{k}": torch.tensor(v) for k, v in parts.items()})
         lam = self.lambda_ds(step)
         with amp:
-            g_loss, parts = compute_g_loss(nets, w, x_real, y_org, y_trg, z_trgs=(b["z_trg"], b["z_trg2"]),
-                                           lambda_ds=lam)
+            g_loss, parts = self.objective(compute_g_loss, w, x_real, y_org, y_trg,
+                                           z_trgs=(b["z_trg"], b["z_trg2"]), lambda_ds=lam)
         self._step(g_loss, ["generator", "mapping_network", "style_encoder"])
         out.update({f"G/latent_{k}": torch.tensor(v) for k, v in parts.items()})
         with amp:
-            g_loss, parts = compute_g_loss(nets, w, x_real, y_org, y_trg, x_refs=(b["x_ref"], b["x_ref2"]),
-                                           lambda_ds=lam)
+            g_loss, parts = self.objective(compute_g_loss, w, x_real, y_org, y_trg,
+                                           x_refs=(b["x_ref"], b["x_ref2"]), lambda_ds=lam)
         self._step(g_loss, ["generator"])
         out.update({f"G/ref_{k}": torch.tensor(v) for k, v in parts.items()})
         out["G/lambda_ds"] = torch.tensor(lam)
@@ -179,44 +176,42 @@ def init_model_config(cfg: FTConfig, init_state: dict, overrides: dict[str, Any]
     return cfg
 
 
-def train_ft(cfg: FTConfig, resume: dict | None = None) -> FitResult:
-    """Run (or continue) finetuning; writes ``config.yaml`` and ``data.json`` (domains, counts, skipped files).
+def setup(cfg: FTConfig, state: dict | None, overrides: dict[str, Any]):
+    """Checks made before training; a fresh run with ``init`` takes ``model.*`` from the init checkpoint.
 
+    Returns ``build(dist) -> (FinetuneTrainer, batches)``; rank 0 writes ``data.json`` (domains, counts, skipped).
     Raises:
         DomainFolderError, TrainCheckpointError, ConfigError: one-line user errors.
     """
     if not cfg.data.path:
         raise ConfigError("no dataset; pass --data DIR (one sub-folder of images per domain)")
+    init_models = None
+    if cfg.init and state is None:
+        init_state = load_init(cfg.init)
+        init_model_config(cfg, init_state, overrides)
+        init_models = init_state["trainer_state"]["models"]
     folder = DomainFolder(cfg.data.path, cfg.model.img_size, cfg.data.on_bad_image)
-    init_models = load_init(cfg.init)["trainer_state"]["models"] if cfg.init and resume is None else None
 
-    def body(dist: DistInfo) -> FitResult:
-        seed_everything(cfg.loop.seed, cfg.loop.deterministic)
+    def build(dist: DistInfo):
         trainer = FinetuneTrainer(cfg, folder.num_domains, init_models, dist)
         if dist.is_main:
-            write_config(cfg)
-            (Path(cfg.loop.out_dir) / "data.json").write_text(json.dumps(folder.summary(), indent=1))
+            Path(cfg.loop.out_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(cfg.loop.out_dir) / "data.json", json.dumps(folder.summary(), indent=1))
         latent_dim = trainer.nets["mapping_network"].latent_dim
 
         def batches(pos):
             return folder_batches(folder, cfg.loop.seed, cfg.data.batch_size, latent_dim, cfg.data.augment, pos,
                                   dist.rank, dist.world_size)
 
-        return fit(trainer, cfg.loop, batches, dist, config_dict(cfg), resume)
+        return trainer, batches
 
-    return run_distributed(cfg.loop.device, body)
+    return build
 
 
 def run_ft(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
            resume_from: str | Path | None = None) -> FitResult:
-    """Entry point of ``kdpipe train stargan2``: resolve the config (architecture from ``init``), resume or start.
+    """``kdpipe train stargan2`` as a function (without ``init``: the "No KD" baseline); see
+    :func:`kdpipe.trainers.registry.train`."""
+    from kdpipe.trainers.registry import train
 
-    Args:
-        overrides: dotted keys, e.g. ``{"init": "runs/kd", "data.path": "afhq10", "loop.out_dir": "runs/ft"}``;
-            without ``init`` the networks start from scratch (the "No KD" baseline).
-    """
-    overrides = dict(overrides or {})
-    cfg, state = setup_run(FTConfig, TRAINER, FT_DEFAULTS, config_path, overrides, resume, resume_from)
-    if cfg.init and state is None:
-        cfg = init_model_config(cfg, load_init(cfg.init), overrides)
-    return train_ft(cfg, state)
+    return train(TRAINER, config_path, overrides, resume, resume_from)

@@ -19,10 +19,11 @@ from torch import nn
 
 from kdpipe.errors import CheckpointError, ConfigError
 from kdpipe.pipeline.latents import parse_mix
+from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.teacher.load import Teacher, load_teacher
-from kdpipe.trainers.core.loop import (DistInfo, FitResult, autocast, fit, run_distributed, seed_everything)
+from kdpipe.trainers.core.loop import DistInfo, FitResult, autocast, wrap_objective
 from kdpipe.trainers.stargan2 import losses_kd as L
-from kdpipe.trainers.stargan2.config import KD_DEFAULTS, KDConfig, config_dict, setup_run, write_config
+from kdpipe.trainers.stargan2.config import KDConfig, KDLossConfig
 from kdpipe.trainers.stargan2.data import (TeacherTriplets, online_batches, online_triplets, resize_to,
                                            shard_batches, shard_triplets)
 from kdpipe.trainers.stargan2.losses_ft import r1_reg
@@ -46,16 +47,6 @@ def check_resolutions(student_size: int, teacher_size: int) -> None:
         raise ResolutionMismatchError(
             f"student model.img_size={student_size} is larger than the teacher's {teacher_size} px output; set "
             f"model.img_size to {teacher_size} or less (a power of two), or use a larger teacher")
-
-
-def grad_all_reduce(params, dist: DistInfo) -> None:
-    """Average gradients over ranks (data parallel; the student's methods are not ``forward``, so no DDP wrapper)."""
-    if dist.world_size == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= dist.world_size
 
 
 class KDTrainer:
@@ -99,6 +90,13 @@ class KDTrainer:
         self.nets = build_nets(m.img_size, 1, m.style_dim, latent_dim, m.max_conv_dim, m.dim_in, m.num_down,
                                m.hidden_dim).to(self.device)
         self.adaptors = self._build_adaptors().to(self.device)
+        # mapping and synthesis in the pipeline's fixed-row forwards: online triplets == style-mix shards
+        self.renderer = Renderer(G_T, self.device, cfg.teacher.truncation_psi, None, "const")
+        student = nn.ModuleDict({k: self.nets[k] for k in ("generator", "mapping_network", "style_encoder")})
+        student["adaptors"] = self.adaptors
+        # DDP: one gradient average per step over these (the mapping network is unused in mode=reference, ...)
+        self.student = wrap_objective(student, dist, find_unused_parameters=cfg.loss.mode != "both")
+        self.disc = wrap_objective(self.nets["discriminator"], dist, find_unused_parameters=False)
         o = cfg.optim
 
         def adam(params, lr):
@@ -141,9 +139,8 @@ class KDTrainer:
         """The minibatch's triplets (online from ``batch['index']`` or decoded shard tensors)."""
         identity = self.cfg.loss.triplets == "identity"
         if "index" in batch and "x1" not in batch:
-            return online_triplets(self.teacher.G, batch["index"], self.cfg.data.base_seed,
-                                   self.cfg.teacher.truncation_psi, self.mix_layers, identity)
-        return shard_triplets(self.teacher.G, batch, self.teacher.sha256, identity, need_z="lat" in self.branches)
+            return online_triplets(self.renderer, batch["index"], self.cfg.data.base_seed, self.mix_layers, identity)
+        return shard_triplets(self.renderer, batch, self.teacher.sha256, identity, need_z="lat" in self.branches)
 
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         """One D_S step (Eq. 4) and one student step (Eq. 5). Returns detached scalars named after the paper.
@@ -151,65 +148,45 @@ class KDTrainer:
         Order as pix2pixHD / most GAN code: the student's forward once, D_S steps on the detached output, then
         the student's adversarial term is taken through the updated D_S (whose weights get no gradient).
         """
-        cfg, nets, D_T, R = self.cfg.loss, self.nets, self.teacher.D, self.cfg.model.img_size
+        cfg, D_T, R = self.cfg.loss, self.teacher.D, self.cfg.model.img_size
         t = self.teacher_triplets(batch)
         with torch.no_grad():
             d_x1 = L.disc_features_by_size(D_T(t.x1, return_features=True)[1])
             d_x2 = d_x1 if t.x2 is t.x1 else L.disc_features_by_size(D_T(t.x2, return_features=True)[1])
         x1, x2, y_t = resize_to(t.x1, R), resize_to(t.x2, R), resize_to(t.y, R)
         y0 = torch.zeros(len(x1), dtype=torch.int64, device=self.device)
-        G, D = nets["generator"], nets["discriminator"]
         amp = autocast(self.device, self.cfg.loop.precision)
 
         with amp:
-            content, e_feats = G.encode_content(x1, return_features=True)
-            ekdl, _ = L.encoder_kd_loss(e_feats, d_x1, self.adaptors["encoder"], cfg.gamma)
-            rkdl = torch.zeros((), device=self.device)
-            outs = {}
-            for b in self.branches:
-                if b == "ref":
-                    s, r_feats = nets["style_encoder"](x2, y0, return_features=True)
-                    rkdl, _ = L.reference_kd_loss(r_feats, d_x2, self.adaptors["reference"], cfg.tau)
-                else:
-                    s = nets["mapping_network"](t.z2, y0)
-                outs[b] = G.synthesize(content, s, return_features=True)
-        out = {"loss/ekdl": ekdl.detach(), "loss/rkdl": rkdl.detach()}
+            losses, outs = self.student(student_kd_losses, cfg, self.branches, x1, x2, t.z2, y_t, t.y_features,
+                                        d_x1, d_x2, y0)
+        out = {f"loss/{k}": v.detach() for k, v in losses.items() if k in ("ekdl", "rkdl", "gkdl")}
+        out.update({f"loss/image_l1_{b}": losses[f"image_l1_{b}"].detach() for b in outs})
 
         if cfg.lambda_adv > 0:  # Eq. 4, discriminator side: real = teacher's y_t, fake = student outputs
             with amp:
-                y_real = y_t.detach().requires_grad_(cfg.lambda_r1 > 0)
-                d_real = D(y_real, y0)
-                fakes = torch.cat([y_s.detach() for y_s, _ in outs.values()])
-                d_loss = L.kd_adversarial_d_loss(d_real, D(fakes, y0.repeat(len(outs))))
-                if cfg.lambda_r1 > 0:
-                    d_loss = d_loss + cfg.lambda_r1 * r1_reg(d_real, y_real)
+                fakes = torch.cat([y_s.detach() for y_s in outs.values()])
+                d_loss = self.disc(discriminator_kd_loss, y_t, fakes, y0, cfg.lambda_r1)
             self.optims["discriminator"].zero_grad(set_to_none=True)
             d_loss.backward()
-            grad_all_reduce(D.parameters(), self.dist)
             self.optims["discriminator"].step()
             out["loss/d_adv"] = d_loss.detach()
 
-        gkdl = adv = torch.zeros((), device=self.device)
-        D.requires_grad_(False)
-        with amp:
-            for b, (y_s, g_feats) in outs.items():
-                g_b, parts = L.generator_kd_loss(g_feats, t.y_features, self.adaptors["generator"], y_s, y_t,
-                                                 cfg.alpha, cfg.beta)
-                gkdl = gkdl + g_b
-                out[f"loss/image_l1_{b}"] = torch.tensor(parts["image"])
-                if cfg.lambda_adv > 0:
-                    adv = adv + L.kd_adversarial_g_loss(D(y_s, y0))
-            total = L.kd_total(cfg.lambda_adv, cfg.lambda_kdl, adv, ekdl, rkdl, gkdl)
+        adv = torch.zeros((), device=self.device)
+        D = self.nets["discriminator"].requires_grad_(False)  # the student's adversarial term: no gradient into D_S
+        if cfg.lambda_adv > 0:
+            with amp:
+                adv = sum(L.kd_adversarial_g_loss(D(y_s, y0)) for y_s in outs.values())
         D.requires_grad_(True)
+        total = L.kd_total(cfg.lambda_adv, cfg.lambda_kdl, adv, losses["ekdl"], losses["rkdl"], losses["gkdl"])
         student = [k for k in self.optims if k != "discriminator"]
         for k in student:
             self.optims[k].zero_grad(set_to_none=True)
         total.backward()
-        grad_all_reduce([p for k in student for g in self.optims[k].param_groups for p in g["params"]], self.dist)
         for k in student:
             self.optims[k].step()
-        out.update({"loss/gkdl": gkdl.detach(), "loss/g_adv": adv.detach(), "loss/total": total.detach()})
-        first = next(iter(outs.values()))[0]
+        out.update({"loss/g_adv": adv.detach(), "loss/total": total.detach()})
+        first = next(iter(outs.values()))
         self._last = [x1.detach(), x2.detach(), y_t.detach(), first.detach().float()]
         return out
 
@@ -236,48 +213,76 @@ class KDTrainer:
         return self._last
 
 
-def batches_for(cfg: KDConfig, dist: DistInfo):
-    """``position -> iterator of (batch, position)`` for the configured triplet source."""
-    d = cfg.data
-    if d.source == "online":
-        return lambda pos: online_batches(d.batch_size, pos, dist.rank, dist.world_size)
-    if not d.path:
-        raise ConfigError("data.source=shards needs data.path (OUT/style-mix written by `kdpipe generate`)")
-    return lambda pos: shard_batches(d.path, d.batch_size, cfg.loop.seed, d.num_workers, d.shuffle_buffer, pos,
-                                     dist.rank, dist.world_size)
-
-
-def train_kd(cfg: KDConfig, resume: dict | None = None, teacher: Teacher | None = None) -> FitResult:
-    """Run (or continue) KD until ``loop.steps``/``loop.stop_after``; writes into ``cfg.loop.out_dir``.
+def student_kd_losses(student: nn.ModuleDict, cfg: KDLossConfig, branches: list[str], x1: torch.Tensor,
+                      x2: torch.Tensor, z2: torch.Tensor | None, y_t: torch.Tensor, y_features: dict,
+                      d_x1: dict, d_x2: dict, y0: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Everything of Eq. 1-3 that trains the student, in one call (so DDP can wrap it, see ``core.loop.Objective``).
 
     Args:
-        resume: a loaded checkpoint of this trainer (see :func:`setup_run`).
-        teacher: an already loaded teacher (tests); default loads ``cfg.teacher.spec``.
-    Raises:
-        ConfigError / CheckpointError / DatasetError: one-line user errors (see the classes above).
+        student: ``generator``, ``mapping_network``, ``style_encoder``, ``adaptors`` (encoder/reference/generator).
+        branches: ``"ref"`` (style from E_R(x2)) and/or ``"lat"`` (style from the mapping network of z2).
+        x1, x2, y_t: ``[N, 3, R, R]`` at the student's resolution; z2 ``[N, z_dim]`` (``"lat"`` only).
+        y_features / d_x1 / d_x2: teacher features ``{size: [N, C, size, size]}`` (frozen).
+        y0: ``[N]`` int64 domain labels (all 0: the teacher is unconditional).
+    Returns:
+        ``({"ekdl", "rkdl", "gkdl", "image_l1_<branch>"}: scalars, {branch: y_s [N, 3, R, R]})``.
     """
-    if not cfg.teacher.spec and teacher is None:
+    G, ad = student["generator"], student["adaptors"]
+    content, e_feats = G.encode_content(x1, return_features=True)
+    ekdl, _ = L.encoder_kd_loss(e_feats, d_x1, ad["encoder"], cfg.gamma)
+    losses = {"ekdl": ekdl, "rkdl": torch.zeros((), device=x1.device), "gkdl": torch.zeros((), device=x1.device)}
+    outs = {}
+    for b in branches:
+        if b == "ref":
+            s, r_feats = student["style_encoder"](x2, y0, return_features=True)
+            losses["rkdl"], _ = L.reference_kd_loss(r_feats, d_x2, ad["reference"], cfg.tau)
+        else:
+            s = student["mapping_network"](z2, y0)
+        y_s, g_feats = G.synthesize(content, s, return_features=True)
+        g_b, parts = L.generator_kd_loss(g_feats, y_features, ad["generator"], y_s, y_t, cfg.alpha, cfg.beta)
+        losses["gkdl"] = losses["gkdl"] + g_b
+        losses[f"image_l1_{b}"] = torch.tensor(parts["image"])
+        outs[b] = y_s
+    return losses, outs
+
+
+def discriminator_kd_loss(D: nn.Module, y_t: torch.Tensor, fakes: torch.Tensor, y0: torch.Tensor,
+                          lambda_r1: float) -> torch.Tensor:
+    """Eq. 4, D_S side: ``BCE(D_S(y_t), 1) + BCE(D_S(y_s), 0)`` (+ ``lambda_r1`` R1 on y_t; not in Eq. 4).
+
+    ``fakes``: the detached student outputs of every branch, ``[k N, 3, R, R]``.
+    """
+    y_real = y_t.detach().requires_grad_(lambda_r1 > 0)
+    d_real = D(y_real, y0)
+    loss = L.kd_adversarial_d_loss(d_real, D(fakes, y0.repeat(len(fakes) // len(y0))))
+    return loss + lambda_r1 * r1_reg(d_real, y_real) if lambda_r1 > 0 else loss
+
+
+def setup(cfg: KDConfig, state: dict | None, overrides: Any = None):
+    """Checks made before training; returns ``build(dist) -> (KDTrainer, batches)`` (loads the teacher there).
+
+    Raises:
+        ConfigError: no teacher, or ``data.source=shards`` without ``data.path``.
+    """
+    if not cfg.teacher.spec:
         raise ConfigError("teacher.spec is empty; pass --teacher builtin:random-64 or a StyleGAN2 checkpoint path")
+    d = cfg.data
+    if d.source == "shards" and not d.path:
+        raise ConfigError("data.source=shards needs data.path (OUT/style-mix written by `kdpipe generate`)")
 
-    def body(dist: DistInfo) -> FitResult:
-        seed_everything(cfg.loop.seed, cfg.loop.deterministic)  # same init on every rank
-        t = teacher if teacher is not None else load_teacher(cfg.teacher.spec, dist.device)
-        trainer = KDTrainer(cfg, t, dist)
-        if dist.is_main:
-            write_config(cfg)
-        return fit(trainer, cfg.loop, batches_for(cfg, dist), dist, config_dict(cfg), resume)
+    def build(dist: DistInfo):
+        trainer = KDTrainer(cfg, load_teacher(cfg.teacher.spec, dist.device), dist)
+        if d.source == "online":
+            return trainer, lambda pos: online_batches(d.batch_size, pos, dist.rank, dist.world_size)
+        return trainer, lambda pos: shard_batches(d.path, d.batch_size, cfg.loop.seed, d.num_workers,
+                                                  d.shuffle_buffer, pos, dist.rank, dist.world_size)
 
-    return run_distributed(cfg.loop.device, body)
+    return build
 
 
 def run_kd(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
            resume_from: str | Path | None = None) -> FitResult:
-    """Entry point of ``kdpipe train stargan2-kd``: resolve the config (and the checkpoint to resume), train.
+    """``kdpipe train stargan2-kd`` as a function: see :func:`kdpipe.trainers.registry.train`."""
+    from kdpipe.trainers.registry import train
 
-    Args:
-        config_path: YAML with sections teacher / data / model / loss / optim / loop.
-        overrides: dotted keys, e.g. ``{"teacher.spec": "builtin:random-64", "loop.out_dir": "runs/kd"}``.
-        resume / resume_from: continue the run in ``loop.out_dir`` / from this checkpoint file.
-    """
-    cfg, state = setup_run(KDConfig, TRAINER, KD_DEFAULTS, config_path, overrides or {}, resume, resume_from)
-    return train_kd(cfg, state)
+    return train(TRAINER, config_path, overrides, resume, resume_from)
