@@ -21,7 +21,8 @@ from kdpipe.pipeline.teacher.formats.checkpoints import build_networks, load_che
 from kdpipe.pipeline.teacher.formats.convert_rosinality import nv_generator_to_rosinality
 from kdpipe.pipeline.teacher.formats.convert_tf import nv_generator_to_tf, tf_to_nv_discriminator, tf_to_nv_generator
 from kdpipe.errors import CheckpointError
-from kdpipe.pipeline.teacher.networks import Discriminator, Generator
+from kdpipe.pipeline.teacher.discriminator import Discriminator
+from kdpipe.pipeline.teacher.networks import Generator
 
 TINY_G = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
               channel_base=512, channel_max=32)

@@ -84,7 +84,8 @@ def test_snapshot_loads_as_teacher_and_renders_like_g_ema(tmp_path, one_thread):
 
 
 def test_gradients_reach_every_generator_parameter(one_thread):
-    from kdpipe.pipeline.teacher.networks import Discriminator, Generator
+    from kdpipe.pipeline.teacher.discriminator import Discriminator
+    from kdpipe.pipeline.teacher.networks import Generator
 
     torch.manual_seed(0)
     G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs={"num_layers": 2},

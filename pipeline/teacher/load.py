@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from kdpipe.errors import CheckpointError
-from kdpipe.pipeline.teacher.networks import Discriminator, Generator
+from kdpipe.pipeline.teacher.discriminator import Discriminator
+from kdpipe.pipeline.teacher.networks import Generator
 
 BUILTIN_PREFIX = "builtin:"
 

@@ -28,7 +28,7 @@ ADAPTOR_SIDES = ("student", "teacher")
 def disc_features_by_size(features: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Re-key the teacher discriminator's ``{block input resolution r: output [N, C, r/2, r/2]}`` by output size.
 
-    ``kdpipe.pipeline.teacher.networks.Discriminator.forward(img, return_features=True)`` keys block ``b{r}`` by r; the
+    ``kdpipe.pipeline.teacher.discriminator.Discriminator.forward(img, return_features=True)`` keys block ``b{r}`` by r; the
     ResBlock features of Eq. 1-2 are the block outputs, whose spatial size is ``r/2``.
     """
     return {int(f.shape[-1]): f for f in features.values()}

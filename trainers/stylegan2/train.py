@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from kdpipe.errors import ConfigError
-from kdpipe.pipeline.teacher.networks import Discriminator, Generator
+from kdpipe.pipeline.teacher.discriminator import Discriminator
+from kdpipe.pipeline.teacher.networks import Generator
 from kdpipe.trainers.core.config import LoopConfig
 from kdpipe.trainers.core.loop import DistInfo
 from kdpipe.trainers.gan.augment import check_policy, diff_augment

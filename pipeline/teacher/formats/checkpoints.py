@@ -369,7 +369,8 @@ def build_networks(loaded: LoadedTeacher) -> tuple[torch.nn.Module, torch.nn.Mod
     Raises:
         CheckpointError: the generator's settings or weights do not fit kdpipe's network (names the file).
     """
-    from kdpipe.pipeline.teacher.networks import Discriminator, Generator
+    from kdpipe.pipeline.teacher.discriminator import Discriminator
+    from kdpipe.pipeline.teacher.networks import Generator
 
     name = loaded.path.name
     G = _build(Generator, loaded.G_kwargs, loaded.G_state_dict, f"checkpoint '{name}': generator")

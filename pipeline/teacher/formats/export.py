@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import io
-import os
 import pickle
 import types
 from pathlib import Path

@@ -68,7 +68,8 @@ def read_generator_safetensors(path: str | Path) -> tuple[dict, dict[str, torch.
 def load_generator_safetensors(path: str | Path, with_D: bool = False):
     """The :class:`~kdpipe.pipeline.teacher.networks.Generator` (eval, no grad) stored in ``path``; with ``with_D``
     ``(G, D)`` where D is None when the file has none."""
-    from kdpipe.pipeline.teacher.networks import Discriminator, Generator
+    from kdpipe.pipeline.teacher.discriminator import Discriminator
+    from kdpipe.pipeline.teacher.networks import Generator
 
     meta, sd = read_generator_safetensors(path)
     G = Generator(**meta["G_kwargs"])
