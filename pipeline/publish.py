@@ -57,22 +57,31 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
-def read_sums(fs, root: str) -> list[tuple[str, str]]:
-    """``[(sha256, relative path), ...]`` from ``root/SHA256SUMS``.
+def parse_sums(text: str, where: str) -> list[tuple[str, str]]:
+    """``[(sha256, relative path), ...]`` of the text of a ``SHA256SUMS`` file (``sha256sum`` format, two spaces).
 
     Raises:
-        DatasetError: absent, malformed, or a name outside the dataset (see :func:`check_name`).
+        DatasetError: a malformed line, or a name outside the dataset (see :func:`check_name`), naming ``where``.
+    """
+    entries = []
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise DatasetError(f"malformed line in '{where}': {line[:80]!r}; regenerate the dataset")
+        entries.append((digest, check_name(name, where)))
+    return entries
+
+
+def read_sums(fs, root: str) -> list[tuple[str, str]]:
+    """``[(sha256, relative path), ...]`` from ``root/SHA256SUMS`` on any fsspec file system.
+
+    Raises:
+        DatasetError: absent, malformed, or a name outside the dataset (see :func:`parse_sums`).
     """
     path = f"{root.rstrip('/')}/{SUMS}"
     if not fs.exists(path):
         raise DatasetError(f"no {SUMS} in '{root}': not a finished kdpipe dataset (run 'kdpipe generate' to the end)")
-    entries = []
-    for line in fs.cat_file(path).decode(errors="replace").splitlines():
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise DatasetError(f"malformed line in '{path}': {line!r}")
-        entries.append((digest, check_name(name, path)))
-    return entries
+    return parse_sums(fs.cat_file(path).decode(errors="replace"), path)
 
 
 def _local_file(src: Path, name: str) -> Path:

@@ -39,6 +39,19 @@ def test_flipped_shard_bytes_are_refused_on_first_read(tmp_path):
         list(shard_samples(str(task / "shards" / "extra-000000.tar")))
 
 
+def test_sums_naming_files_outside_the_dataset_are_refused_by_trainers_too(tmp_path):
+    """Trainers and publish/verify read SHA256SUMS with one parser: a ``../`` entry or a malformed line is refused."""
+    task = make_pair_shards(tmp_path, n=8, per_shard=4)
+    sums = task / "SHA256SUMS"
+    good = sums.read_text()
+    sums.write_text(good + "0" * 64 + "  ../outside.tar\n")
+    with pytest.raises(DatasetError, match="'../outside.tar', which is not a relative path inside the dataset"):
+        resolve_shards(task)
+    sums.write_text(good + "not-a-digest  shards/x.tar\n")
+    with pytest.raises(DatasetError, match="malformed line"):
+        resolve_shards(task)
+
+
 def _bomb_png(side: int) -> bytes:
     """A valid greyscale PNG of side x side zeros: a few hundred KB that decode to side*side*3 bytes as RGB."""
     raw = zlib.compress(b"".join(b"\x00" + bytes(side) for _ in range(side)), 9)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kdpipe.errors import DatasetError
 from kdpipe.fsutil import file_sha256
+from kdpipe.pipeline.publish import parse_sums
 
 SUMS = "SHA256SUMS"
 _sums_cache: dict[tuple[str, int, int], dict[str, str]] = {}
@@ -25,17 +26,12 @@ def _key(path: Path) -> tuple[str, int, int]:
 
 
 def _read_sums(sums: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of a ``SHA256SUMS`` file (cached by size and mtime)."""
+    """``{relative path: sha256}`` of a ``SHA256SUMS`` file (:func:`kdpipe.pipeline.publish.parse_sums`, the one
+    parser; cached by size and mtime)."""
     key = _key(sums)
     if key not in _sums_cache:
-        entries = {}
-        for line in sums.read_text(errors="replace").splitlines():
-            digest, _, name = line.partition("  ")
-            if line.strip() and (len(digest) != 64 or not name):
-                raise DatasetError(f"malformed line in '{sums}': {line[:80]!r}; run 'kdpipe verify {sums.parent}'")
-            if name:
-                entries[name.lstrip("*")] = digest
-        _sums_cache[key] = entries
+        text = sums.read_text(errors="replace")
+        _sums_cache[key] = {name: digest for digest, name in parse_sums(text, str(sums))}
     return _sums_cache[key]
 
 
