@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from kdpipe.config import (build, check_choice, check_min, coerce, config_to_dict, flatten, load_config, merge,
+from kdpipe.config import (check_choice, check_min, config_to_dict, flatten, load_config, merge,
                            parse_set, save_config, section_field)
 from kdpipe.errors import ConfigError
 
@@ -18,9 +18,6 @@ __all__ = ["PRECISIONS", "RESUME_MAY_CHANGE", "ConfigError", "DataConfig", "Loop
            "config_to_dict", "flatten", "load_config", "merge", "parse_overrides", "save_config", "section_field"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-# Old private names, kept for code that imported them from here.
-_check_choice, _check_min, _coerce, _build = check_choice, check_min, coerce, build
 
 
 @dataclass
