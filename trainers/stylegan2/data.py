@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from kdpipe.errors import DatasetError
-from kdpipe.images import decode_image, to_float
+from kdpipe.images import decode_image, to_float, to_uint8
 from kdpipe.trainers.core.data import DataPosition, resolve_shards, shard_samples
 
 BUILTIN_DATASETS = ("digits",)
@@ -55,8 +55,7 @@ def load_images(path: str, resolution: int | None = None) -> torch.Tensor:
     if path == "digits":
         from kdpipe.pipeline.digits import real_digits
 
-        imgs = ((real_digits()[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8))
-        images = list(imgs)
+        images = list(to_uint8(real_digits()[0]).permute(0, 3, 1, 2))  # [3, 32, 32] uint8 each
     elif Path(path).is_dir() and not any(Path(path).glob("*.tar")) and not (Path(path) / "shards").is_dir():
         images = _from_folder(Path(path))
     else:
