@@ -25,15 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdpipe.pipeline.attributes.image_stats import REC601
 from kdpipe.pipeline.attributes.protocol import ClassifierError, ClassifierOutput, check_images
 
-_REC601 = (0.299, 0.587, 0.114)
 
 
 def ink_map(images: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` in [-1, 1] -> ink ``[N, H, W]`` in [0, 1] (Rec.601 luma mapped by ``(y + 1) / 2``)."""
     x = check_images(images).detach().float().cpu()
-    luma = sum(w * x[:, i] for i, w in enumerate(_REC601))
+    luma = sum(w * x[:, i] for i, w in enumerate(REC601))
     return ((luma + 1) / 2).clamp(0, 1)
 
 

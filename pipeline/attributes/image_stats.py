@@ -13,7 +13,7 @@ from kdpipe.pipeline.attributes.protocol import ClassifierError, ClassifierOutpu
 
 IMAGE_STAT_ATTRIBUTES = ("brightness", "hue", "saturation")
 # Rec. ITU-R BT.601 luma weights for R, G, B.
-_REC601 = (0.299, 0.587, 0.114)
+REC601 = (0.299, 0.587, 0.114)
 
 
 class ImageStatistics:
@@ -55,7 +55,7 @@ class ImageStatistics:
         chroma = maxc - minc  # [N, H, W]
         if "brightness" in self.attributes:
             r, g, b = rgb.unbind(dim=1)
-            luma = _REC601[0] * r + _REC601[1] * g + _REC601[2] * b
+            luma = REC601[0] * r + REC601[1] * g + REC601[2] * b
             values["brightness"] = luma.mean(dim=(1, 2)).float().cpu().numpy()
             confidences["brightness"] = ones.copy()
         if "saturation" in self.attributes:
