@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID/KID/precision-recall (torch-fidelity), LPIPS, attribute transfer, identity."""

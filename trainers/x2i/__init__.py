@@ -1,0 +1,1 @@
+"""Conditional (X2I) student distilled from a StyleGAN2 teacher (seed 000, Section 3.3)."""
