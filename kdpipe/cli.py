@@ -2,6 +2,11 @@
 
 Errors that are the user's to fix (:class:`kdpipe.errors.KdpipeError`, and OSErrors such as a full disk or a file
 where a directory belongs) print as one line ``error: ...`` and exit 2; set ``KDPIPE_DEBUG=1`` for the traceback.
+
+Start-up: ``kdpipe --help`` must stay under 0.5 s (``benchmarks/cli_startup.py``), so this module imports no torch,
+numpy or kdpipe.pipeline/trainers code at import time. A new command is a short function here that imports its
+module inside its body; a whole group whose module must import torch to build its options goes in
+:data:`LAZY_COMMANDS`. ``tests/test_cli_shape.py`` fails when ``kdpipe --help`` imports torch.
 """
 
 from __future__ import annotations
@@ -11,11 +16,72 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from kdpipe.errors import report_user_errors  # KdpipeError / user-fixable OSError -> one line
 
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("kdpipe.trainers.cli:train_app", "Train a student (kdpipe train NAME --help lists its fields)."),
+    "translate": ("kdpipe.trainers.cli:translate_command", "Apply a trained student to images."),
+}
+"""Commands whose module imports torch at import time: name -> ("module:attribute", one-line help for ``--help``).
+The attribute is a ``typer.Typer`` (a group) or a typer command function; it is imported only when the command
+runs (or its own ``--help`` is asked for), so ``kdpipe --help`` stays fast (``benchmarks/cli_startup.py``)."""
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: eager commands as usual, :data:`LAZY_COMMANDS` imported on first use."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in LAZY_COMMANDS if name not in self.commands)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            self.commands[cmd_name] = _load_lazy(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        """The command list of ``--help`` without importing the lazy commands (their help from the table)."""
+        names = [n for n in self.list_commands(ctx) if n in LAZY_COMMANDS or not self.commands[n].hidden]
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(n, LAZY_COMMANDS[n][1] if n in LAZY_COMMANDS else self.commands[n].get_short_help_str(limit))
+                for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _load_lazy(name: str):
+    """The click command of ``LAZY_COMMANDS[name]`` (imports its module)."""
+    import importlib
+
+    module, attribute = LAZY_COMMANDS[name][0].split(":")
+    target = getattr(importlib.import_module(module), attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+        single.command(name)(target)
+        target = single
+    command = typer.main.get_command(target)
+    command.name = name
+    return command
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import kdpipe
+
+        typer.echo(f"kdpipe {kdpipe.__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(help="Distil a pretrained StyleGAN2 into datasets and fast students.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=LazyGroup, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="Print the kdpipe version and exit.")] = False) -> None:
+    """Distil a pretrained StyleGAN2 into datasets and fast students."""
 
 
 @app.command()
@@ -122,17 +188,6 @@ def preview(task_dir: Annotated[Path, typer.Argument(help="A generated task dire
     from kdpipe.pipeline.preview import contact_sheet
 
     typer.echo(contact_sheet(task_dir, png, rows, columns, scale))
-
-
-def _mount_trainers() -> None:
-    """``kdpipe train NAME`` for every registered trainer and ``kdpipe translate`` (trainers import pipeline)."""
-    from kdpipe.trainers.cli import train_app, translate_command
-
-    app.add_typer(train_app, name="train")
-    app.command("translate")(translate_command)
-
-
-_mount_trainers()
 
 
 def main() -> None:  # pragma: no cover - console entry point
