@@ -20,6 +20,7 @@ COMMANDS = {
     "kdpipe --help": ["-m", "kdpipe", "--help"],
     "kdpipe --version": ["-m", "kdpipe", "--version"],
     "kdpipe generate --help": ["-m", "kdpipe", "generate", "--help"],
+    "kdpipe sample --help": ["-m", "kdpipe", "sample", "--help"],
 }
 TARGET_S = 0.5
 

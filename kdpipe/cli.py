@@ -190,6 +190,46 @@ def preview(task_dir: Annotated[Path, typer.Argument(help="A generated task dire
     typer.echo(contact_sheet(task_dir, png, rows, columns, scale))
 
 
+@app.command()
+@report_user_errors
+def sample(
+    generator: Annotated[str, typer.Option(help="Teacher: NVlabs TF .pkl, stylegan2-ada/stylegan3 .pkl, rosinality .pt, "
+                                                "builtin:digits-32.")],
+    outdir: Annotated[Path, typer.Option(help="Directory for the images (created).")],
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds: N, A-B (inclusive), comma-separated: 0-99,200.")] = None,
+    trunc: Annotated[float, typer.Option("--trunc", "--truncation-psi", help="Truncation psi (1 = none).")] = 1.0,
+    class_idx: Annotated[Optional[int], typer.Option("--class", help="Class index for a conditional generator.")] = None,
+    noise_mode: Annotated[str, typer.Option(help="const | random | none ('random' is seeded per image).")] = "const",
+    grid: Annotated[bool, typer.Option("--grid", help="One contact sheet grid.png instead of seedNNNN.png files.")] = False,
+    style_mixing: Annotated[bool, typer.Option("--style-mixing", help=(
+        "Official style-mixing grid: --rows x --cols seeds, --styles layers from the column seed."))] = False,
+    rows: Annotated[Optional[str], typer.Option(help="Style-mixing row seeds, e.g. 85,100,75.")] = None,
+    cols: Annotated[Optional[str], typer.Option(help="Style-mixing column seeds, e.g. 55,821,1789.")] = None,
+    styles: Annotated[str, typer.Option(help="Style-mixing layers (ws indices) taken from the column seed.")] = "0-6",
+    video: Annotated[bool, typer.Option("--video", help="Interpolation video through the seeds' ws.")] = False,
+    w_frames: Annotated[int, typer.Option(help="Video frames between keyframes (frames; 60 fps).")] = 120,
+    video_grid: Annotated[str, typer.Option(help="Video layout WxH (number of seeds a multiple of W*H).")] = "1x1",
+    video_format: Annotated[str, typer.Option(help="auto (mp4 if imageio-ffmpeg, else gif) | mp4 | gif | png.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+):
+    """Images of a teacher by seed, like NVlabs gen_images.py / style_mixing.py / gen_video.py (same seed, same
+    image)."""
+    import re
+
+    from kdpipe.errors import ConfigError
+    from kdpipe.pipeline.latents import parse_seeds
+    from kdpipe.pipeline.sampling.command import sample as run
+
+    match = re.fullmatch(r"(\d+)[x,](\d+)", video_grid)
+    if not match:
+        raise ConfigError(f"--video-grid {video_grid!r}: write WxH, e.g. 2x2")
+    written = run(generator, outdir, parse_seeds(seeds) if seeds else [], trunc, class_idx, noise_mode, grid,
+                  style_mixing, parse_seeds(rows, "--rows") if rows else [], parse_seeds(cols, "--cols") if cols else [],
+                  parse_seeds(styles, "--styles"), video, w_frames, (int(match[1]), int(match[2])), video_format,
+                  device, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"wrote {len(written)} file(s) to {outdir}" if len(written) != 1 else f"wrote {written[0]}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

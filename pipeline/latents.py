@@ -36,6 +36,28 @@ def z_from_seeds(seeds, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(z.astype(np.float32))
 
 
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """Seeds from ``'0-99,200'`` (NVlabs ``parse_range``: comma-separated integers and inclusive ``A-B`` ranges),
+    in the order given, duplicates kept (as the official tools do).
+
+    Raises:
+        ConfigError: an empty list, a part that is not ``N`` or ``A-B``, ``A > B``, or a seed outside
+            ``[0, 2**32)``; the message names ``option`` and the part.
+    """
+    seeds: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ConfigError(f"{option} {text!r}: part {part!r} is not a seed N or a range A-B (e.g. 0-99,200)")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if first > last:
+            raise ConfigError(f"{option} {text!r}: range {part!r} runs backwards; write {last}-{first}")
+        if last > MAX_SEED:
+            raise ConfigError(f"{option} {text!r}: seed {last} is outside [0, {MAX_SEED}]")
+        seeds.extend(range(first, last + 1))
+    return seeds
+
+
 def sample_seeds(base_seed: int, index: int, per_sample: int) -> list[int]:
     """Seeds of sample ``index``: ``base_seed + per_sample * index + j`` for ``j < per_sample``."""
     first = base_seed + per_sample * index

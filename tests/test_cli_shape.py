@@ -26,7 +26,7 @@ def test_python_dash_m_kdpipe_and_help_without_torch():
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for name in ("generate", "train", "translate", "publish"):
+    for name in ("generate", "sample", "train", "translate", "publish"):
         assert f"  {name} " in proc.stdout, name
 
 
