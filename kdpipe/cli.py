@@ -160,10 +160,13 @@ def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory
 @app.command()
 @report_user_errors
 def publish(src: Annotated[Path, typer.Argument(help="A finished task directory OUT/<task>.")],
-            dest: Annotated[str, typer.Argument(help="Local path or fsspec URL (s3://..., gs://...).")],
+            dest: Annotated[str, typer.Argument(help=(
+                "Local path, fsspec URL (s3://..., gs://...) or hf://datasets/ORG/NAME (Hugging Face Hub; token "
+                "from HF_TOKEN or 'hf auth login').")],
             replace: Annotated[bool, typer.Option(
                 help="DEST holds another dataset: publish a new version in its place.")] = False):
-    """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files."""
+    """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files.
+    On the Hugging Face Hub the hashes checked are the hub's own (LFS sha256, git blob sha1)."""
     from kdpipe.pipeline.publish import publish as do_publish
 
     report = do_publish(src, dest, log=lambda m: typer.echo(m, err=True), replace=replace)
