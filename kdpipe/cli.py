@@ -162,7 +162,7 @@ def status(out_dir: Annotated[Path, typer.Argument(help="A task output directory
 def publish(src: Annotated[Path, typer.Argument(help="A finished task directory OUT/<task>.")],
             dest: Annotated[str, typer.Argument(help=(
                 "Local path, fsspec URL (s3://..., gs://...) or hf://datasets/ORG/NAME (Hugging Face Hub; token "
-                "from HF_TOKEN or 'hf auth login').")],
+                "from HF_TOKEN or 'hf auth login')."))],
             replace: Annotated[bool, typer.Option(
                 help="DEST holds another dataset: publish a new version in its place.")] = False):
     """Copy shards, manifest, card and SHA256SUMS to DEST, verifying every checksum; re-running skips good files.
