@@ -9,6 +9,7 @@ on ``(base_seed, i)``, never on batch size, device count or order of work.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +76,26 @@ def format_seeds(seeds) -> str:
             parts.append(str(a) if a == b else f"{a}-{b}")
             start = k
     return ",".join(parts)
+
+
+def apply_seed_list(name: str, section: Any, per_sample: int) -> None:
+    """Apply ``section.seeds`` (a seed list, :func:`parse_seeds` text) to ``n`` and
+    ``seed``: ``n = len(seeds) / per_sample``; a list that is one run ``a, a+1, ...`` becomes ``seed = a`` and
+    ``seeds = None`` (the same config, fingerprint and bytes as ``--seed a -n N``); any other list is kept in its
+    shortest form (:func:`format_seeds`, so ``0,1,2`` and ``0-2`` fingerprint alike) with ``seed`` = its first.
+
+    Raises:
+        ConfigError: a malformed list, or a length that is not a multiple of ``per_sample``.
+    """
+    if section.seeds is None:
+        return
+    seeds = parse_seeds(str(section.seeds), f"{name}.seeds")
+    if len(seeds) % per_sample:
+        raise ConfigError(f"{name}.seeds lists {len(seeds)} seeds but every sample takes {per_sample} (x1, x2); "
+                          f"give a multiple of {per_sample}")
+    section.n, section.seed = len(seeds) // per_sample, seeds[0]
+    contiguous = seeds[-1] - seeds[0] == len(seeds) - 1 and all(b == a + 1 for a, b in zip(seeds, seeds[1:]))
+    section.seeds = None if contiguous else format_seeds(seeds)
 
 
 @functools.lru_cache(maxsize=4)
