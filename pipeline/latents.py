@@ -36,6 +36,26 @@ def z_from_seeds(seeds, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(z.astype(np.float32))
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """NVlabs ``--seeds`` syntax (``gen_images.py`` ``parse_range``): ``"0-3,10"`` -> ``[0, 1, 2, 3, 10]``.
+
+    Ranges are inclusive; order and repeats are kept as written.
+    Raises:
+        ConfigError: an empty spec, a part that is not ``N`` or ``A-B`` with ``A <= B``, or a seed outside
+            ``[0, 2**32)``.
+    """
+    seeds: list[int] = []
+    for part in str(spec).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
+            raise ConfigError(f"--seeds {spec!r}: {part!r} is not a seed N or an inclusive range A-B (A <= B); "
+                              "write e.g. 0-99,200")
+        seeds += range(int(lo), int(hi if sep else lo) + 1)
+    if max(seeds) > MAX_SEED:
+        raise ConfigError(f"--seeds {spec!r}: seed {max(seeds)} is outside [0, {MAX_SEED}]")
+    return seeds
+
+
 def sample_seeds(base_seed: int, index: int, per_sample: int) -> list[int]:
     """Seeds of sample ``index``: ``base_seed + per_sample * index + j`` for ``j < per_sample``."""
     first = base_seed + per_sample * index
