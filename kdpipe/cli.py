@@ -124,6 +124,20 @@ def preview(task_dir: Annotated[Path, typer.Argument(help="A generated task dire
     typer.echo(contact_sheet(task_dir, png, rows, columns, scale))
 
 
+@app.command()
+@report_user_errors
+def inspect(task_dir: Annotated[Path, typer.Argument(help="A finished task directory, OUT/<task>.")],
+            out: Annotated[Optional[Path], typer.Option(help="Folder for the page; default OUT/<task>/inspect.")] = None,
+            thumb_size: Annotated[int, typer.Option(help="Longest thumbnail side in px (never enlarged).")] = 96,
+            page_size: Annotated[int, typer.Option(help="Samples per page in the browser.")] = 50):
+    """Write a static HTML page (sortable, filterable, paged; thumbnails made once) and contact_sheet.png."""
+    from kdpipe.pipeline.inspect import build_inspect
+
+    index = build_inspect(task_dir, out, thumb_size=thumb_size, page_size=page_size,
+                          log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"open {index.resolve().as_uri()}")
+
+
 def _mount_trainers() -> None:
     """``kdpipe train NAME`` for every registered trainer and ``kdpipe translate`` (trainers import pipeline)."""
     from kdpipe.trainers.cli import train_app, translate_command
