@@ -61,15 +61,19 @@ def _stamp(shard: Path, sums: dict[str, str]) -> str:
 
 
 def _thumbnail(data: bytes, where: str, side: int) -> bytes:
+    """PNG bytes of the image shrunk to a longest side of ``side`` px (Lanczos); an image already that small
+    keeps its own bytes (after decoding them once, so a broken image is reported here, not in the browser)."""
     from PIL import Image
 
     from kdpipe.images import decode_image
 
-    img = Image.fromarray(decode_image(data, where).permute(1, 2, 0).numpy())
-    if max(img.size) > side:
-        img.thumbnail((side, side), Image.LANCZOS)
+    rgb = decode_image(data, where).permute(1, 2, 0).numpy()
+    if max(rgb.shape[:2]) <= side and data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data
+    img = Image.fromarray(rgb)
+    img.thumbnail((side, side), Image.LANCZOS)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 

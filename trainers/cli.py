@@ -150,7 +150,8 @@ _mount()
 
 @report_user_errors
 def translate_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories, then OUT_DIR last.")],
+    inputs: Annotated[list[Path], typer.Argument(help=(
+        "Image files and/or directories, then OUT_DIR last (unconditional students: OUT_DIR only, with --seeds)."))],
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (ckpt-*.pt).")],
     x2: Annotated[Optional[list[Path]], typer.Option(help="Triplet students: directory of same-named second images.")] = None,
     ref_dir: Annotated[Optional[list[Path]], typer.Option(help=(
@@ -159,8 +160,8 @@ def translate_command(
     domain: Annotated[Optional[list[str]], typer.Option(help=(
         "StarGANv2: target domain, name or index (repeatable); with --seeds default all domains."))] = None,
     seeds: Annotated[Optional[str], typer.Option(help=(
-        "StarGANv2 latent-guided: seeds such as 0-3,10 (z = RandomState(seed).randn); one output "
-        "SOURCE__DOMAIN__seedNNNN.png per source x domain x seed."))] = None,
+        "Seeds such as 0-3,10 (z = RandomState(seed).randn). StarGANv2 latent-guided: one output "
+        "SOURCE__DOMAIN__seedNNNN.png per source x domain x seed; StyleGAN2 students: seedNNNN.png."))] = None,
     align: Annotated[bool, typer.Option(help="FFHQ-align each photo first (dlib landmarks), as face students "
                                              "were trained.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
@@ -173,7 +174,7 @@ def translate_command(
 
     from .translate import translate
 
-    if len(inputs) < 2:
+    if len(inputs) < 2 and seeds is None:
         raise KdpipeError("give at least one input (image or directory) and then OUT_DIR")
     written = translate(checkpoint, inputs[:-1], inputs[-1], x2=x2, ref=ref_dir, domains=domain,
                         seeds=parse_seeds(seeds) if seeds is not None else None, batch_size=batch_size, size=size,

@@ -24,6 +24,7 @@ from kdpipe.trainers.stargan2 import train_ft, train_kd
 from kdpipe.trainers.stargan2.translate import translate_stargan2
 from kdpipe.trainers.stylegan2 import run as stylegan2
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
+from kdpipe.trainers.stylegan2.translate import translate_stylegan2
 
 Setup = Callable[[Any, "dict | None", Mapping[str, Any]], Callable[[DistInfo], tuple[Any, Callable]]]
 
@@ -120,4 +121,4 @@ register(TrainerSpec(
     "stylegan2", "StyleGAN2 (Karras et al. 2020) as stylegan2-ada-pytorch trains it; snapshots load as teachers.",
     StyleGAN2TrainConfig, stylegan2.setup,
     options={"init": "model.init", "resolution": "data.resolution", "augment": "model.augment",
-             "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}))
+             "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}, translate=translate_stylegan2))

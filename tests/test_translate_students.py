@@ -1,4 +1,5 @@
-"""Issue 17 item 4: ``kdpipe translate`` for StarGANv2 students, reference-guided and latent-guided."""
+"""Issue 17 item 4: ``kdpipe translate`` for every registered trainer: StarGANv2 students reference-guided and
+latent-guided, StyleGAN2 students by seed."""
 
 from __future__ import annotations
 
@@ -134,3 +135,34 @@ def test_parse_seeds_follows_nvlabs_ranges():
     for bad in ("", "a", "3-1", "1-", "-2", f"0,{2 ** 32}"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_every_registered_trainer_has_a_translate_hook():
+    from kdpipe.trainers.registry import TRAINERS
+
+    missing = [n for n, spec in TRAINERS.items() if spec.generator is None and spec.translate is None]
+    assert not missing, f"fill generator= or translate= in the TrainerSpec of {missing}"
+
+
+def test_stylegan2_student_draws_one_image_per_seed_like_its_snapshot(tmp_path, cli):
+    from kdpipe.pipeline.teacher.load import load_teacher
+    from kdpipe.trainers.stylegan2.run import run
+
+    tiny = {"data.path": "digits", "data.resolution": 8, "data.batch_size": 2, "model.z_dim": 8, "model.w_dim": 8,
+            "model.channel_base": 64, "model.channel_max": 8, "loop.steps": 1, "loop.ckpt_every": 1,
+            "loop.out_dir": str(tmp_path / "sg"), **TINY_LOOP}
+    run(None, tiny)
+    ckpt = latest_checkpoint(tmp_path / "sg")
+    r = cli("translate", "--checkpoint", ckpt, "--seeds", "3,1", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seed0001.png", "seed0003.png"]
+    G = load_teacher(str(tmp_path / "sg" / "network-snapshot-000001.pkl")).G  # the official-layout snapshot
+    with torch.no_grad():
+        want = to_uint8(G(z_from_seeds([3], 8), truncation_psi=1.0, noise_mode="const"))[0]
+    assert _same(read_image_file(tmp_path / "out" / "seed0003.png").permute(1, 2, 0), want)
+    with pytest.raises(KdpipeError, match="unconditional: they take no input images"):
+        translate(ckpt, [tmp_path / "out"], tmp_path / "o2", seeds=[0], device="cpu")
+    with pytest.raises(KdpipeError, match="--domain does not apply to 'stylegan2'"):
+        translate(ckpt, [], tmp_path / "o2", seeds=[0], domains=["0"], device="cpu")
+    r = cli("translate", "--checkpoint", ckpt, tmp_path / "o2")
+    assert r.exit_code == 2 and "give at least one input" in r.output
