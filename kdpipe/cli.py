@@ -124,6 +124,18 @@ def preview(task_dir: Annotated[Path, typer.Argument(help="A generated task dire
     typer.echo(contact_sheet(task_dir, png, rows, columns, scale))
 
 
+@app.command()
+@report_user_errors
+def align(images: Annotated[list[Path], typer.Argument(help="Photos (PNG/JPEG), at most 4096x4096 pixels each.")],
+          out: Annotated[Path, typer.Option(help="Folder for the aligned <stem>.png files.")],
+          size: Annotated[int, typer.Option(help="Output side in pixels (FFHQ: 1024; use the student's).")] = 1024):
+    """FFHQ-align the main face of each photo (dlib 68 landmarks, NVlabs ffhq-dataset crop/rotate/pad/resize)."""
+    from kdpipe.pipeline.align import align_files
+
+    written = align_files(images, out, size, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"aligned {len(written)} of {len(images)} image(s) into {out}")
+
+
 def _mount_trainers() -> None:
     """``kdpipe train NAME`` for every registered trainer and ``kdpipe translate`` (trainers import pipeline)."""
     from kdpipe.trainers.cli import train_app, translate_command

@@ -123,3 +123,15 @@ def test_align_files_and_errors(tmp_path, astronaut):
         align_files([tmp_path / "blank.png"], tmp_path / "out2", 128, logs.append)
     with pytest.raises(Exception, match="output_size"):
         align_face(astronaut, output_size=4)
+
+
+def test_align_command(cli, tmp_path, astronaut):
+    from PIL import Image
+
+    Image.fromarray(astronaut).save(tmp_path / "astro.png")
+    (tmp_path / "notes.png").write_bytes(b"not an image")
+    res = cli("align", tmp_path / "astro.png", "--out", tmp_path / "out", "--size", "64")
+    assert res.exit_code == 0, res.output
+    assert np.asarray(Image.open(tmp_path / "out" / "astro.png")).shape == (64, 64, 3)
+    res = cli("align", tmp_path / "notes.png", "--out", tmp_path / "out")
+    assert res.exit_code == 2 and "cannot be decoded" in res.output and "Traceback" not in res.output
