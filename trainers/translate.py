@@ -189,7 +189,7 @@ def load_image(path: Path, hw: tuple[int, int] | None, align: bool = False) -> t
 
         side = max(hw) if hw else 1024
         try:
-            u8 = torch.from_numpy(align_face(u8.permute(1, 2, 0).numpy(), output_size=side)).permute(2, 0, 1)
+            u8 = torch.tensor(align_face(u8.permute(1, 2, 0).numpy(), output_size=side)).permute(2, 0, 1)
         except DatasetError as exc:
             raise type(exc)(f"{str(path)!r}: {exc}") from None
     img = to_float(u8)
