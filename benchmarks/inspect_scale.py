@@ -3,9 +3,10 @@ how long headless Chromium takes to show the first page, a filtered view and a s
 
     python benchmarks/inspect_scale.py [-n 50000] [--size 64] [--thumb-size 96] [--work DIR] [--json PATH]
 
-The dataset is synthetic (pair shards of smooth images as tests/_p2p_fixtures.py writes them, 1,000 per shard,
-a face-task-like manifest with confidences, identity distance and latent steps), so the page, not the teacher,
-is measured. Chromium times are wall-clock for the whole ``chromium --headless --dump-dom`` process, start-up
+The dataset is synthetic (pair shards, 1,000 samples per shard, whose PNGs cycle through 500 distinct smooth
+images of tests/_p2p_fixtures.py, so writing it is fast; a face-task-like manifest with confidences, identity
+distance and latent steps), so the page, not the teacher, is measured; every thumbnail is still decoded and
+resized. Chromium times are wall-clock for the whole ``chromium --headless --dump-dom`` process, start-up
 included; ``blank_page_s`` is the same for an empty page, to subtract.
 """
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _p2p_fixtures import make_pair_shards  # noqa: E402
+from _p2p_fixtures import colour_edit, png, smooth_image  # noqa: E402
 
 from kdpipe.pipeline.inspect import build_inspect  # noqa: E402
 from kdpipe.pipeline.stages.manifest import MANIFEST, write_parquet_bytes  # noqa: E402
@@ -44,6 +45,23 @@ def chromium(url: str, profile: Path) -> tuple[float, str]:
     return time.perf_counter() - t, status.group(1) if status else "(no status)"
 
 
+def write_shards(task: Path, n: int, size: int, per_shard: int = 1000, distinct: int = 500) -> None:
+    """``task/shards/gender-%06d.tar``: pair samples (src.png, tgt.png, json) cycling through ``distinct`` images."""
+    import webdataset as wds
+
+    rng = np.random.default_rng(0)
+    pool = []
+    for _ in range(distinct):
+        src = smooth_image(rng, size)
+        pool.append((png(src), png(colour_edit(src))))
+    (task / "shards").mkdir(parents=True, exist_ok=True)
+    for k in range(0, n, per_shard):
+        with wds.TarWriter(str(task / "shards" / f"gender-{k // per_shard:06d}.tar")) as w:
+            for i in range(k, min(k + per_shard, n)):
+                src, tgt = pool[i % distinct]
+                w.write({"__key__": f"{i:08d}", "src.png": src, "tgt.png": tgt, "json": b"{}"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=50_000)
@@ -56,7 +74,7 @@ def main() -> None:
     task = work / "gender"
     t = time.perf_counter()
     if not (task / MANIFEST).is_file():
-        make_pair_shards(work, n=a.n, size=a.size, per_shard=1000, task="gender")
+        write_shards(task, a.n, a.size)
         rng = np.random.default_rng(0)
         (task / MANIFEST).write_bytes(write_parquet_bytes(pa.table({
             "key": [f"{i:08d}" for i in range(a.n)], "index": list(range(a.n)),

@@ -185,7 +185,11 @@ def build_inspect(task_dir: str | Path, out_dir: str | Path | None = None, *, th
     shard_col = names.index("shard")
     sums = _shard_stamps(task)
     parts: list[str] = []
-    for shard_name in dict.fromkeys(r[shard_col] for r in rows):
+    shard_names = list(dict.fromkeys(r[shard_col] for r in rows))
+    for shard_name in shard_names:
+        if not isinstance(shard_name, str) or Path(shard_name).name != shard_name or not shard_name.endswith(".tar"):
+            raise DatasetError(f"manifest row names shard {shard_name!r}, not a file name in shards/; regenerate "
+                               "the dataset")
         shard = task / SHARD_DIR / shard_name
         if not shard.is_file():
             raise DatasetError(f"manifest row names shard {str(shard)!r}, which is missing; re-run 'kdpipe generate'")
@@ -195,6 +199,10 @@ def build_inspect(task_dir: str | Path, out_dir: str | Path | None = None, *, th
         for p in shard_thumbnails(shard, dest, thumb_size, _stamp(shard, sums)):
             if p not in parts:
                 parts.append(p)
+    keep = {Path(n).stem for n in shard_names}
+    for stale in (out / THUMB_DIR).glob("*") if (out / THUMB_DIR).is_dir() else []:
+        if stale.name not in keep:  # shards gone from the dataset, or a run interrupted mid-shard (*.tmp)
+            shutil.rmtree(stale, ignore_errors=True)
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     n_chunks = math.ceil(len(rows) / chunk_rows)

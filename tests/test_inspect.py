@@ -95,6 +95,14 @@ def test_page_data_thumbnails_once_and_contact_sheet(dataset, tmp_path):
     a = np.asarray(PIL.Image.open(changed / "page/thumbs/gender-000000/00000000.src.png"))
     assert not np.array_equal(a, np.asarray(PIL.Image.open(thumbs[0] / "00000000.src.png")))
     assert not list((changed / "page/thumbs").glob("*.tmp"))
+    # thumbnails of shards no longer in the dataset, and leftovers of an interrupted run, are removed
+    (changed / "page/thumbs/gender-000001.tmp").mkdir()
+    (changed / "gender/shards/gender-000002.tar").unlink()
+    (changed / "gender" / MANIFEST).write_bytes(write_parquet_bytes(pa.table(
+        {k: v[:100] for k, v in cols.items()})))
+    build_inspect(changed / "gender", changed / "page", thumb_size=16, chunk_rows=50)
+    assert sorted(p.name for p in (changed / "page/thumbs").iterdir()) == ["gender-000000", "gender-000001"]
+    assert sorted(p.name for p in (changed / "page/data").iterdir()) == ["meta.js", "rows-0000.js", "rows-0001.js"]
 
 
 def _member(tar: Path, name: str):
@@ -121,6 +129,9 @@ def test_triplets_with_the_cli_and_bad_input(tmp_path, cli):
     assert r.exit_code == 2 and "no manifest.parquet" in r.output
     (task / "shards/style-mix-000001.tar").unlink()
     with pytest.raises(DatasetError, match="style-mix-000001.tar', which is missing"):
+        build_inspect(task, tmp_path / "p2")
+    (task / MANIFEST).write_bytes(write_parquet_bytes(pa.table({"key": ["a"], "shard": ["../../x.tar"]})))
+    with pytest.raises(DatasetError, match="not a file name in shards/"):
         build_inspect(task, tmp_path / "p2")
     with pytest.raises(ConfigError, match="thumb_size=4 must be >= 8"):
         build_inspect(task, tmp_path / "p2", thumb_size=4)
