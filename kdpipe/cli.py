@@ -139,7 +139,8 @@ def align(images: Annotated[list[Path], typer.Argument(help="Photos (PNG/JPEG), 
 @app.command()
 @report_user_errors
 def inspect(task_dir: Annotated[Path, typer.Argument(help="A finished task directory, OUT/<task>.")],
-            out: Annotated[Optional[Path], typer.Option(help="Folder for the page; default OUT/<task>/inspect.")] = None,
+            out: Annotated[Optional[Path], typer.Option(
+                help="Folder for the page; default OUT/<task>/inspect.")] = None,
             thumb_size: Annotated[int, typer.Option(help="Longest thumbnail side in px (never enlarged).")] = 96,
             page_size: Annotated[int, typer.Option(help="Samples per page in the browser.")] = 50):
     """Write a static HTML page (sortable, filterable, paged; thumbnails made once) and contact_sheet.png."""

@@ -98,6 +98,9 @@ def test_latent_guided_defaults_to_every_domain_and_flat_references_take_domain(
     flat = translate(ckpt, [root / "src" / "b.png"], root / "flat", ref=[root / "ref" / "dog"], domains=["cat"],
                      device="cpu")
     assert [p.name for p in flat] == ["b__cat__ref-r1.png", "b__cat__ref-r2.png"]
+    (root / "badref" / "bird").mkdir(parents=True, exist_ok=True)
+    with pytest.raises(KdpipeError, match="has sub-folders but none named after a domain \\(cat, dog\\)"):
+        translate(ckpt, [root / "src"], root / "x", ref=[root / "badref"], device="cpu")
     with pytest.raises(KdpipeError, match="not in domain sub-folders .* exactly one --domain"):
         translate(ckpt, [root / "src"], root / "x", ref=[root / "ref" / "dog"], device="cpu")
 

@@ -165,7 +165,8 @@ def translate_command(
     align: Annotated[bool, typer.Option(help="FFHQ-align each photo first (dlib landmarks), as face students "
                                              "were trained.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
-    size: Annotated[Optional[int], typer.Option(help="Resize side in px; default training size; 0 = keep size.")] = None,
+    size: Annotated[Optional[int], typer.Option(
+        help="Resize side in px; default training size; 0 = keep size.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use G_ema / the EMA networks when present.")] = True,
 ) -> None:

@@ -27,8 +27,8 @@ from kdpipe.errors import KdpipeError
 from kdpipe.images import to_uint8
 from kdpipe.pipeline.latents import z_from_seeds
 from kdpipe.trainers.stargan2.networks import Generator, MappingNetwork, StyleEncoder
-from kdpipe.trainers.translate import (TranslateRequest, check_output_dir, list_images, load_images, save_image,
-                                       unique_names)
+from kdpipe.trainers.translate import (IMAGE_EXTS, TranslateRequest, check_output_dir, list_images, load_images,
+                                       save_image, unique_names)
 
 
 class StarGAN2Student:
@@ -44,7 +44,10 @@ class StarGAN2Student:
     def __init__(self, state: dict[str, Any], use_ema: bool = True, device: str | torch.device = "cpu",
                  checkpoint: Path | None = None):
         ts, m = state["trainer_state"], dict(state.get("config", {}).get("model", {}))
-        nets = dict(ts["models"])
+        nets = dict(ts.get("models") or {})
+        if not {"generator", "mapping_network", "style_encoder"} <= set(nets) or "img_size" not in m:
+            raise KdpipeError(f"checkpoint {str(checkpoint)!r} lacks the StarGANv2 networks or model.img_size; pass "
+                              "a ckpt-*.pt written by 'kdpipe train stargan2' or 'stargan2-kd'")
         if use_ema:
             nets.update(ts.get("ema") or {})
         mapping = nets["mapping_network"]
@@ -115,6 +118,10 @@ def _references(student: StarGAN2Student, req: TranslateRequest) -> list[tuple[P
         sub = sorted(d for d in item.iterdir() if d.is_dir() and d.name in student.domains) if item.is_dir() else []
         for d in sub:
             pairs += [(f, student.domains.index(d.name)) for f in list_images([d])]
+        if not sub and item.is_dir() and any(d.is_dir() for d in item.iterdir()) and \
+                not any(f.suffix.lower() in IMAGE_EXTS for f in item.iterdir()):
+            raise KdpipeError(f"--ref-dir {str(item)!r} has sub-folders but none named after a domain "
+                              f"({', '.join(student.domains)}); name them so, or pass image files with --domain")
         if not sub:
             flat.append(item)
     if flat:
