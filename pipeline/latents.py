@@ -36,10 +36,10 @@ def z_from_seeds(seeds, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(z.astype(np.float32))
 
 
-def parse_seeds(spec: str) -> list[int]:
+def parse_seeds(spec: str, option: str = "--seeds") -> list[int]:
     """NVlabs ``--seeds`` syntax (``gen_images.py`` ``parse_range``): ``"0-3,10"`` -> ``[0, 1, 2, 3, 10]``.
 
-    Ranges are inclusive; order and repeats are kept as written.
+    Ranges are inclusive; order and repeats are kept as written. ``option`` names the option in messages.
     Raises:
         ConfigError: an empty spec, a part that is not ``N`` or ``A-B`` with ``A <= B``, or a seed outside
             ``[0, 2**32)``.
@@ -48,11 +48,12 @@ def parse_seeds(spec: str) -> list[int]:
     for part in str(spec).split(","):
         lo, sep, hi = part.strip().partition("-")
         if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
-            raise ConfigError(f"--seeds {spec!r}: {part!r} is not a seed N or an inclusive range A-B (A <= B); "
+            raise ConfigError(f"{option} {spec!r}: {part!r} is not a seed N or an inclusive range A-B (A <= B); "
                               "write e.g. 0-99,200")
-        seeds += range(int(lo), int(hi if sep else lo) + 1)
-    if max(seeds) > MAX_SEED:
-        raise ConfigError(f"--seeds {spec!r}: seed {max(seeds)} is outside [0, {MAX_SEED}]")
+        last = int(hi if sep else lo)
+        if last > MAX_SEED:  # checked before the range is built
+            raise ConfigError(f"{option} {spec!r}: seed {last} is outside [0, {MAX_SEED}]")
+        seeds += range(int(lo), last + 1)
     return seeds
 
 

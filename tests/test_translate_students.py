@@ -118,7 +118,7 @@ def test_bad_requests_are_one_line_errors(run, cli):
     with pytest.raises(KdpipeError, match="contains the input"):
         translate(ckpt, [root / "src" / "a.png"], root / "src", seeds=[0], device="cpu")
     r = cli("translate", "--checkpoint", ckpt, "--seeds", "3-1", root / "src", root / "x")
-    assert r.exit_code == 2 and "is not a seed N or an inclusive range" in r.output
+    assert r.exit_code == 2 and "--seeds '3-1'" in r.output
     assert not (root / "x").exists()
 
 
@@ -135,7 +135,7 @@ def test_kd_student_has_one_domain(tmp_path):
 def test_parse_seeds_follows_nvlabs_ranges():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_seeds("5") == [5] and parse_seeds("2, 1") == [2, 1]
-    for bad in ("", "a", "3-1", "1-", "-2", f"0,{2 ** 32}"):
+    for bad in ("", "a", "3-1", "1-", "-2", f"0,{2 ** 32}", f"0-{2 ** 40}"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)
 
