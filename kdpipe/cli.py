@@ -258,6 +258,33 @@ def sample(
     typer.echo(f"wrote {len(written)} file(s) to {outdir}" if len(written) != 1 else f"wrote {written[0]}")
 
 
+@app.command()
+@report_user_errors
+def align(images: Annotated[list[Path], typer.Argument(help="Photos (PNG/JPEG), at most 4096x4096 pixels each.")],
+          out: Annotated[Path, typer.Option(help="Folder for the aligned <stem>.png files.")],
+          size: Annotated[int, typer.Option(help="Output side in pixels (FFHQ: 1024; use the student's).")] = 1024):
+    """FFHQ-align the main face of each photo (dlib 68 landmarks, NVlabs ffhq-dataset crop/rotate/pad/resize)."""
+    from kdpipe.pipeline.align import align_files
+
+    written = align_files(images, out, size, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"aligned {len(written)} of {len(images)} image(s) into {out}")
+
+
+@app.command()
+@report_user_errors
+def inspect(task_dir: Annotated[Path, typer.Argument(help="A finished task directory, OUT/<task>.")],
+            out: Annotated[Optional[Path], typer.Option(
+                help="Folder for the page; default OUT/<task>/inspect.")] = None,
+            thumb_size: Annotated[int, typer.Option(help="Longest thumbnail side in px (never enlarged).")] = 96,
+            page_size: Annotated[int, typer.Option(help="Samples per page in the browser.")] = 50):
+    """Write a static HTML page (sortable, filterable, paged; thumbnails made once) and contact_sheet.png."""
+    from kdpipe.pipeline.inspect import build_inspect
+
+    index = build_inspect(task_dir, out, thumb_size=thumb_size, page_size=page_size,
+                          log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"open {index.resolve().as_uri()}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -21,8 +21,10 @@ from kdpipe.trainers.core.run import launch, setup_run
 from kdpipe.trainers.pix2pixhd import train as pix2pixhd
 from kdpipe.trainers.stargan2 import config as sg2_config
 from kdpipe.trainers.stargan2 import train_ft, train_kd
+from kdpipe.trainers.stargan2.translate import translate_stargan2
 from kdpipe.trainers.stylegan2 import run as stylegan2
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
+from kdpipe.trainers.stylegan2.translate import translate_stylegan2
 
 Setup = Callable[[Any, "dict | None", Mapping[str, Any]], Callable[[DistInfo], tuple[Any, Callable]]]
 
@@ -41,7 +43,11 @@ class TrainerSpec:
         may_change: dotted fields, beyond ``RESUME_MAY_CHANGE``, that a resume may change.
         options: extra CLI options of this trainer: option name -> dotted field (type and help from the field).
         presets: CLI options naming a bundle of overrides: option name -> {value: {dotted field: value}}.
-        generator: ``generator(trainer_state, use_ema) -> nn.Module`` for ``kdpipe translate``; None = none.
+        generator: ``generator(trainer_state, use_ema) -> nn.Module``: an image-to-image student ``y = G(x)``
+            for ``kdpipe translate`` (:func:`kdpipe.trainers.translate.translate_images` does the rest).
+        translate: ``translate(checkpoint_state, request) -> list[Path]`` for students whose output is not
+            ``G(x)`` (style- or seed-driven; see :class:`kdpipe.trainers.translate.TranslateRequest`); it wins
+            over ``generator``. Neither: ``kdpipe translate`` refuses the checkpoint.
     """
 
     name: str
@@ -53,6 +59,7 @@ class TrainerSpec:
     options: Mapping[str, str] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     generator: Callable[[dict[str, Any], bool], torch.nn.Module] | None = None
+    translate: Callable[[dict[str, Any], Any], list[Path]] | None = None
 
 
 TRAINERS: dict[str, TrainerSpec] = {}
@@ -74,11 +81,11 @@ register(TrainerSpec(
     "stargan2-kd", "Seed 000 stage one: distil a StyleGAN2 teacher into StarGANv2 with style-mixed triplets.",
     sg2_config.KDConfig, train_kd.setup, defaults=sg2_config.KD_DEFAULTS,
     options={"teacher": "teacher.spec", "source": "data.source", "mode": "loss.mode", "img_size": "model.img_size"},
-    presets={"ablation": sg2_config.ABLATIONS}))
+    presets={"ablation": sg2_config.ABLATIONS}, translate=translate_stargan2))
 register(TrainerSpec(
     "stargan2", "Seed 000 stage two: finetune StarGANv2 on a folder per domain (no --init: the 'No KD' baseline).",
     sg2_config.FTConfig, train_ft.setup, defaults=sg2_config.FT_DEFAULTS,
-    options={"init": "init", "img_size": "model.img_size"}))
+    options={"init": "init", "img_size": "model.img_size"}, translate=translate_stargan2))
 
 
 def get(name: str) -> TrainerSpec:
@@ -114,4 +121,4 @@ register(TrainerSpec(
     "stylegan2", "StyleGAN2 (Karras et al. 2020) as stylegan2-ada-pytorch trains it; snapshots load as teachers.",
     StyleGAN2TrainConfig, stylegan2.setup,
     options={"init": "model.init", "resolution": "data.resolution", "augment": "model.augment",
-             "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}))
+             "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}, translate=translate_stylegan2))
