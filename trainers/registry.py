@@ -121,5 +121,6 @@ register(TrainerSpec(
     "stylegan2-compress", "Seed 003: a narrower StyleGAN2 student (inherited mapping) distilled from a teacher.",
     CompressConfig, compress_train.setup,
     may_change=frozenset({"report.seeds", "report.fid_samples", "report.speed_batch", "report.speed_repeats"}),
-    options={"teacher": "teacher.spec", "channel_multiplier": "model.channel_multiplier"},
+    options={"teacher": "teacher.spec", "channel_multiplier": "model.channel_multiplier",
+             "lpips_weights": "loss.lpips_weights"},
     presets={"init": INIT_PRESETS}))

@@ -7,6 +7,7 @@ with its dictionary of latent directions (Sec. 3.5). The non-saturating GAN loss
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,17 +124,28 @@ def load_directions(paths: list, num_ws: int, w_dim: int) -> DirectionDictionary
     return DirectionDictionary(torch.cat(vectors), torch.cat(layers))
 
 
-def make_lpips(net: str, weights: str | None, device: torch.device):
-    """The LPIPS metric of the eval helpers (:func:`kdpipe.trainers.metrics.lpips.load_lpips`), or None with a
-    warning when it or its backbone weights are unavailable (``lambda_lpips`` is then ignored)."""
-    try:
-        from kdpipe.trainers.metrics.lpips import MissingWeightsError, load_lpips
-    except ImportError:
-        warnings.warn("LPIPS is unavailable in this installation (kdpipe.trainers.metrics.lpips); training "
-                      "without the LPIPS term", stacklevel=2)
-        return None
+def make_lpips(net: str, weights: str | None, device: torch.device, for_training: bool = True):
+    """The LPIPS metric of :func:`kdpipe.trainers.metrics.lpips.load_lpips`, or None when its backbone weights are
+    unavailable: with a warning when ``for_training`` (``lambda_lpips`` is then ignored), silently otherwise (the
+    report then shows no LPIPS)."""
+    from kdpipe.trainers.metrics.lpips import MissingWeightsError, load_lpips
+
     try:
         return load_lpips(net, weights, device=device)
     except MissingWeightsError as exc:
-        warnings.warn(f"{exc}; training without the LPIPS term", stacklevel=2)
+        if for_training:
+            warnings.warn(f"{exc}; training without the LPIPS term", stacklevel=2)
         return None
+
+
+def lpips_loss(metric, img_s: torch.Tensor, img_t: torch.Tensor) -> torch.Tensor:
+    """L_lpips of Eq. 3, differentiable in ``img_s``: mean LPIPS of ``metric``'s network (an
+    :class:`~kdpipe.trainers.metrics.lpips.LPIPSMetric`, whose ``__call__`` has no gradient) over the batch, with its
+    upsampling of images below ``MIN_SIDE`` px. img_s, img_t: ``[N, 3, H, W]`` in [-1, 1]; scalar."""
+    from kdpipe.trainers.metrics.lpips import MIN_SIDE
+
+    factor = math.ceil(MIN_SIDE / min(img_s.shape[-2:]))
+    if factor > 1:
+        img_s, img_t = (F.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False)
+                        for t in (img_s, img_t))
+    return metric.net(img_s, img_t).mean()

@@ -32,8 +32,8 @@ from kdpipe.trainers.core.data import DataPosition
 from kdpipe.trainers.core.loop import DistInfo, FitResult
 from kdpipe.trainers.gan.losses import d_logistic_loss, ema_beta, g_nonsaturating_loss, lazy_adam_hyperparams, r1_penalty
 from kdpipe.trainers.stylegan2.compress_config import NAME, CompressConfig
-from kdpipe.trainers.stylegan2.compress_losses import (load_directions, make_lpips, pca_directions, relation_kd_loss,
-                                                       rgb_loss, style_mimic_loss)
+from kdpipe.trainers.stylegan2.compress_losses import (load_directions, lpips_loss, make_lpips, pca_directions,
+                                                       relation_kd_loss, rgb_loss, style_mimic_loss)
 from kdpipe.trainers.stylegan2.compress_report import compress_report, distance_to_teacher, format_report, write_report
 from kdpipe.trainers.stylegan2.compress_student import initialise_student, mapping_matches, student_kwargs
 
@@ -77,7 +77,7 @@ class CompressTrainer:
         if bad:
             raise ConfigError(f"loss.ld_resolutions={lc.ld_resolutions!r}: {bad} are not synthesis resolutions of the "
                               f"teacher ({self.G_t.synthesis.block_resolutions})")
-        self.lpips = make_lpips(lc.lpips_net, lc.lpips_weights, self.device)
+        self.lpips = make_lpips(lc.lpips_net, lc.lpips_weights, self.device, for_training=lc.lambda_lpips > 0)
         self.sample_z = torch.randn([8, self.G.z_dim], generator=torch.Generator().manual_seed(0)).to(self.device)
 
     # ---------------------------------------------------------------------------------------------- step
@@ -117,7 +117,7 @@ class CompressTrainer:
         if lc.lambda_rgb > 0:
             terms["Loss/G/rgb"] = rgb_loss(img_s, img_t)
         if lc.lambda_lpips > 0 and self.lpips is not None:
-            terms["Loss/G/lpips"] = self.lpips(img_s, img_t).mean()
+            terms["Loss/G/lpips"] = lpips_loss(self.lpips, img_s, img_t)
         if need_ld:
             with torch.no_grad():
                 _, f_t_aug = self.G_t.synthesis(self.directions.shift(ws_t, index, alpha), noise_mode="const",
