@@ -36,22 +36,24 @@ def generator_macs(G: Generator) -> int:
 
 
 @torch.no_grad()
-def images_per_second(G: Generator, batch: int, repeats: int) -> float:
-    """Measured ``G(z)`` throughput in images per second: median of ``repeats`` timed forwards of ``batch`` images
-    (``noise_mode='const'``) after 2 warm-up forwards, synchronising CUDA around each."""
-    device = G.mapping.w_avg.device
-    z = torch.randn([batch, G.z_dim], generator=torch.Generator().manual_seed(0)).to(device)
-    times = []
+def images_per_second(generators: list[Generator], batch: int, repeats: int) -> list[float]:
+    """Measured ``G(z)`` throughput of each generator in images per second: median over ``repeats`` rounds, each
+    timing one forward of ``batch`` images (``noise_mode='const'``) of every generator in turn (interleaved, so a
+    change of machine load hits all alike), after 2 warm-up rounds; CUDA is synchronised around each forward."""
+    device = generators[0].mapping.w_avg.device
+    z = torch.randn([batch, generators[0].z_dim], generator=torch.Generator().manual_seed(0)).to(device)
+    times: list[list[float]] = [[] for _ in generators]
     for i in range(repeats + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        G(z, noise_mode="const")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return batch / float(np.median(times))
+        for G, t in zip(generators, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            G(z, noise_mode="const")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 2:
+                t.append(time.perf_counter() - t0)
+    return [batch / float(np.median(t)) for t in times]
 
 
 @torch.no_grad()
@@ -94,8 +96,7 @@ def compress_report(student: Generator, teacher: Generator, seeds: int, fid_samp
     32 px and ``fid_samples > 0``), ``device``, ``threads``."""
     params = {"student": param_count(student), "teacher": param_count(teacher)}
     macs = {"student": generator_macs(student), "teacher": generator_macs(teacher)}
-    speed = {"teacher": images_per_second(teacher, speed_batch, speed_repeats),
-             "student": images_per_second(student, speed_batch, speed_repeats)}
+    speed = dict(zip(("student", "teacher"), images_per_second([student, teacher], speed_batch, speed_repeats)))
     report: dict[str, Any] = {
         "params": params | {"ratio": params["teacher"] / params["student"]},
         "macs_per_image": macs | {"ratio": macs["teacher"] / macs["student"]},

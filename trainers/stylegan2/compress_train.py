@@ -29,7 +29,7 @@ from kdpipe.errors import ConfigError
 from kdpipe.pipeline.teacher.discriminator import Discriminator
 from kdpipe.pipeline.teacher.networks import Generator
 from kdpipe.trainers.core.data import DataPosition
-from kdpipe.trainers.core.loop import DistInfo, FitResult
+from kdpipe.trainers.core.loop import EMA, DistInfo, FitResult
 from kdpipe.trainers.gan.losses import d_logistic_loss, ema_beta, g_nonsaturating_loss, lazy_adam_hyperparams, r1_penalty
 from kdpipe.trainers.stylegan2.compress_config import NAME, CompressConfig
 from kdpipe.trainers.stylegan2.compress_losses import (load_directions, lpips_loss, make_lpips, pca_directions,
@@ -54,7 +54,8 @@ class CompressTrainer:
             self.mimic_steps = 0 if mapping_matches(self.G, self.G_t) else 1000
         if m.freeze_mapping:
             self.G.mapping.requires_grad_(False)
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.ema = EMA(self.G, 0.0)  # decay set per step (ema_beta)
+        self.G_ema = self.ema.module
         if teacher_D is not None:
             self.D = copy.deepcopy(teacher_D).to(self.device).train().requires_grad_(True)
         else:
@@ -176,13 +177,9 @@ class CompressTrainer:
             self.write_report()
         return out | {"Progress/kimg": self.cur_nimg / 1000}
 
-    @torch.no_grad()
     def _update_ema(self, batch_size: int) -> None:
-        beta = ema_beta(batch_size, self.cur_nimg, self.cfg.model.ema_kimg, self.cfg.model.ema_rampup)
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        self.ema.decay = ema_beta(batch_size, self.cur_nimg, self.cfg.model.ema_kimg, self.cfg.model.ema_rampup)
+        self.ema.update(self.G)
         self.cur_nimg += batch_size
 
     def write_report(self) -> dict[str, Any]:
