@@ -183,6 +183,11 @@ def test_run_4_equals_run_2_resume_run_2_bitwise(tmp_path):
     records = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
     assert "Loss/style_mimic" in records[0] and "Loss/G/ld" in records[1] and "Loss/G/rgb" in records[3]
     assert "Eval/l1_to_teacher" in records[3]
+    student = load_teacher(str(a / "student-000004.pkl")).G
+    G_ema = Generator(**sa["G_kwargs"])
+    G_ema.load_state_dict(sa["G_ema"])
+    z = torch.randn(2, G_ema.z_dim)
+    assert torch.equal(student(z), G_ema.eval()(z))
     report = json.loads((a / "compress_report.json").read_text())
     assert report["macs_per_image"]["ratio"] > 2 and report["to_teacher"]["seeds"] == 4
 

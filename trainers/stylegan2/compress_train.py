@@ -13,8 +13,9 @@ Per step, on fresh ``z ~ N(0, I)`` (both generators with the teacher's constant 
   G_s(z), with lazy R1. G_ema follows G_s (half-life ``ema_kimg``).
 
 At every checkpoint step G_ema's L1 (and LPIPS) to the teacher on fixed seeds is logged (``Eval/*``); at the last
-step the speed / quality report (:mod:`kdpipe.trainers.stylegan2.compress_report`) is written and printed.
-Single process, fp32.
+step G_ema is exported as ``student-<step>.pkl`` (loads as a teacher: ``kdpipe generate --teacher``) and the
+speed / quality report (:mod:`kdpipe.trainers.stylegan2.compress_report`) is written and printed. Neither style
+mixing nor the path-length regulariser is used (Eq. 4 has neither). Single process, fp32.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ class CompressTrainer:
             if d["lpips"] is not None:
                 out["Eval/lpips_to_teacher"] = d["lpips"]
         if last and self.dist.is_main:
+            self.export(step + 1)
             self.write_report()
         return out | {"Progress/kimg": self.cur_nimg / 1000}
 
@@ -181,6 +183,15 @@ class CompressTrainer:
         self.ema.decay = ema_beta(batch_size, self.cur_nimg, self.cfg.model.ema_kimg, self.cfg.model.ema_rampup)
         self.ema.update(self.G)
         self.cur_nimg += batch_size
+
+    def export(self, step: int) -> Path:
+        """Write G_ema (and the student's D) as ``student-<step>.pkl`` in the stylegan2-ada-pytorch layout, which
+        :func:`kdpipe.pipeline.teacher.load.load_teacher` reads: the compressed generator as a teacher."""
+        from kdpipe.pipeline.teacher.formats.export import write_nvlabs_pytorch_pkl
+
+        out = Path(self.cfg.loop.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return write_nvlabs_pytorch_pkl(out / f"student-{step:06d}.pkl", self.G_ema, self.D)
 
     def write_report(self) -> dict[str, Any]:
         """Compute :func:`compress_report` for G_ema vs the teacher, write ``compress_report.json``, print it."""
@@ -253,15 +264,9 @@ def run(config_path: str | Path | None = None, overrides: Mapping[str, Any] | No
             "model.channel_multiplier": 0.5}``.
         resume: continue from the newest checkpoint in ``loop.out_dir`` (bit-exact on CPU).
     Writes into ``loop.out_dir``: ``config.yaml``, ``metrics.jsonl``, ``samples/``, ``checkpoints/`` and, at the
-    last step, ``compress_report.json``. Raises: ConfigError, DatasetError, CheckpointError (one line).
+    last step, ``student-<step>.pkl`` and ``compress_report.json``. Raises: ConfigError, DatasetError, CheckpointError (one line).
     """
     from kdpipe.trainers.registry import train
 
     return train(NAME, config_path, overrides, resume, resume_from)
 
-
-def load_student(state: dict[str, Any], use_ema: bool = True) -> Generator:
-    """The student generator of a trainer state (for ``kdpipe translate`` and evaluation), eval mode."""
-    G = Generator(**state["G_kwargs"])
-    G.load_state_dict(state["G_ema" if use_ema else "G"])
-    return G.eval().requires_grad_(False)
