@@ -183,6 +183,8 @@ def test_run_4_equals_run_2_resume_run_2_bitwise(tmp_path):
     records = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
     assert "Loss/style_mimic" in records[0] and "Loss/G/ld" in records[1] and "Loss/G/rgb" in records[3]
     assert "Eval/l1_to_teacher" in records[3]
+    r = records[3]  # Eq. 4 + L_LD with the paper's weights (1, 3, -, 30; LPIPS off here)
+    assert r["Loss/G/total"] == pytest.approx(r["Loss/G/gan"] + 3 * r["Loss/G/rgb"] + 30 * r["Loss/G/ld"], rel=1e-5)
     student = load_teacher(str(a / "student-000004.pkl")).G
     G_ema = Generator(**sa["G_kwargs"])
     G_ema.load_state_dict(sa["G_ema"])

@@ -44,6 +44,8 @@ def relation_kd_loss(f_t: torch.Tensor, f_t_aug: torch.Tensor, f_s: torch.Tensor
     Each feature is flattened and L2-normalised; ``A_ij = <f_i, f'_j> / temperature`` (``[N, N]``); ``M = softmax_j
     A``; returns ``KL(M^t || M^s) = sum_j M^t_ij (log M^t_ij - log M^s_ij)`` averaged over i. It differs from the
     paper's ``-sum M^t log M^s`` by the teacher's entropy (no gradient), so it is 0 when the relations agree.
+    Normalising is kdpipe's choice: the paper writes a plain dot product, whose size grows with C * H * W and
+    saturates the softmax to one-hot rows (cosine similarity as in Tung & Mori's similarity-preserving KD).
     """
     def log_relation(f: torch.Tensor, f_aug: torch.Tensor) -> torch.Tensor:
         a = F.normalize(f.flatten(1).float(), dim=1) @ F.normalize(f_aug.flatten(1).float(), dim=1).t()
