@@ -204,3 +204,29 @@ def test_report_counts_macs_of_the_convolutions_and_matmuls(teacher):
     assert report["params"]["teacher"] == sum(p.numel() for p in teacher.parameters())
     assert report["macs_per_image"]["student"] < report["macs_per_image"]["teacher"]
     assert report["to_teacher"]["l1"] > 0 and report["to_teacher"]["lpips"] is None
+
+
+def test_style_mimicking_stage_closes_the_gap_between_mappings(tmp_path):
+    """Eq. 9: a 1-layer student mapping trained alone gets closer to the teacher's 2-layer one; C stays as it was."""
+    from kdpipe.trainers.core.config import load_config
+    from kdpipe.trainers.core.loop import DistInfo
+    from kdpipe.trainers.stylegan2.compress_config import CompressConfig
+    from kdpipe.trainers.stylegan2.compress_train import CompressTrainer
+
+    cfg = load_config(CompressConfig, None, {**TINY, "loop.out_dir": str(tmp_path), "model.style_mimic_steps": None,
+                                             "model.style_mimic_batch": 256})
+    t = load_teacher("builtin:random-16")
+    trainer = CompressTrainer(cfg, DistInfo(), t.G, t.D)
+    assert trainer.mimic_steps == 1000  # the mapping differs: Eq. 9 by default
+    z = torch.randn(512, t.G.z_dim, generator=torch.Generator().manual_seed(1))
+
+    def gap() -> float:
+        with torch.no_grad():
+            return float((trainer.G.mapping(z) - t.G.mapping(z)).abs().mean())
+
+    before, synthesis = gap(), {k: v.clone() for k, v in trainer.G.synthesis.state_dict().items()}
+    for step in range(150):
+        trainer.train_step({"image": None}, step)
+    assert gap() < 0.75 * before
+    assert all(torch.equal(v, trainer.G.synthesis.state_dict()[k]) for k, v in synthesis.items())
+    assert torch.equal(trainer.G_ema.mapping.fc0.weight, trainer.G.mapping.fc0.weight)

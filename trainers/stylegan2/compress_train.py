@@ -4,7 +4,7 @@ Overhaul of Distilling Unconditional GANs").
 Per step, on fresh ``z ~ N(0, I)`` (both generators with the teacher's constant noise, so Eq. 2 can hold):
 
 * stage 1, steps ``[0, style_mimic_steps)`` (Eq. 9, only when S is not inherited): the student's mapping S_s
-  alone learns ``D(S_s(z), S_t(z))`` (Adam lr 0.05, batch 4096);
+  alone learns ``D(S_s(z), S_t(z))`` (Adam, batch 4096);
 * stage 2 (Eq. 4 + L_LD): G_s minimises ``lambda_GAN * softplus(-D(G_s(z))) + lambda_rgb * L1(G_s(z), G_t(z)) +
   lambda_lpips * LPIPS(G_s(z), G_t(z)) + lambda_LD * L_LD`` where L_LD (Eq. 10) moves each w_i by ``alpha_i * d_j``
   (a random dictionary entry, alpha ~ N(0, ld_alpha_std^2)) on d_j's layers, in teacher and student alike (each
