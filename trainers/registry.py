@@ -22,7 +22,9 @@ from kdpipe.trainers.pix2pixhd import train as pix2pixhd
 from kdpipe.trainers.stargan2 import config as sg2_config
 from kdpipe.trainers.stargan2 import train_ft, train_kd
 from kdpipe.trainers.stargan2.translate import translate_stargan2
+from kdpipe.trainers.stylegan2 import compress_train
 from kdpipe.trainers.stylegan2 import run as stylegan2
+from kdpipe.trainers.stylegan2.compress_config import INIT_PRESETS, CompressConfig
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
 from kdpipe.trainers.stylegan2.translate import translate_stylegan2
 
@@ -122,3 +124,10 @@ register(TrainerSpec(
     StyleGAN2TrainConfig, stylegan2.setup,
     options={"init": "model.init", "resolution": "data.resolution", "augment": "model.augment",
              "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}, translate=translate_stylegan2))
+register(TrainerSpec(
+    "stylegan2-compress", "Seed 003: a narrower StyleGAN2 student (inherited mapping) distilled from a teacher.",
+    CompressConfig, compress_train.setup,
+    may_change=frozenset({"report.seeds", "report.fid_samples", "report.speed_batch", "report.speed_repeats"}),
+    options={"teacher": "teacher.spec", "channel_multiplier": "model.channel_multiplier",
+             "lpips_weights": "loss.lpips_weights"},
+    presets={"init": INIT_PRESETS}, translate=translate_stylegan2))
