@@ -21,6 +21,7 @@ from kdpipe.trainers.core.run import launch, setup_run
 from kdpipe.trainers.pix2pixhd import train as pix2pixhd
 from kdpipe.trainers.stargan2 import config as sg2_config
 from kdpipe.trainers.stargan2 import train_ft, train_kd
+from kdpipe.trainers.stylegan2 import fewshot
 from kdpipe.trainers.stylegan2 import run as stylegan2
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
 
@@ -115,3 +116,9 @@ register(TrainerSpec(
     StyleGAN2TrainConfig, stylegan2.setup,
     options={"init": "model.init", "resolution": "data.resolution", "augment": "model.augment",
              "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}))
+register(TrainerSpec(
+    "stylegan2-fewshot", "Seed 001: adapt a StyleGAN2 teacher to ~10 images (momentum relation + source discrimination "
+    "distillation); --method cdc|finetune for the baselines.", fewshot.FewShotTrainConfig, fewshot.setup,
+    may_change=frozenset({"loss.source_data"}),
+    options={"teacher": "model.init", "method": "loss.method", "source_data": "loss.source_data",
+             "alpha": "loss.alpha", "beta": "loss.beta", "queue_size": "loss.queue_size"}))
