@@ -40,9 +40,10 @@ from kdpipe.pipeline.teacher.networks import Conv2dLayer
 from kdpipe.trainers.core.config import LoopConfig
 from kdpipe.trainers.core.loop import DistInfo, FitResult
 from kdpipe.trainers.gan.losses import d_logistic_loss, g_nonsaturating_loss, lazy_adam_hyperparams
-from kdpipe.trainers.stylegan2.data import image_batches, load_images
+from kdpipe.trainers.stylegan2.data import load_images
 from kdpipe.trainers.stylegan2.fewshot_losses import (MomentumQueue, cosine_similarity, relation_distillation_loss,
                                                       ssim_a)
+from kdpipe.trainers.stylegan2.run import build_on_images
 from kdpipe.trainers.stylegan2.train import StyleGAN2DataConfig, StyleGAN2ModelConfig, StyleGAN2Trainer
 
 NAME = "stylegan2-fewshot"
@@ -305,18 +306,7 @@ def setup(cfg: FewShotTrainConfig, state: dict[str, Any] | None, overrides: Mapp
                               "images: pass --source-data (e.g. 'digits' for builtin:digits-32) or --beta 0")
         source = load_images(L.source_data, res)
 
-    def build(dist: DistInfo):
-        if cfg.data.batch_size % dist.world_size:
-            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by {dist.world_size} processes")
-        trainer = FewShotTrainer(cfg, teacher, len(targets), source, dist)
-
-        def batches(pos):
-            return image_batches(targets, cfg.data.batch_size, cfg.loop.seed, pos, dist.rank, dist.world_size,
-                                 cfg.data.xflip)
-
-        return trainer, batches
-
-    return build
+    return build_on_images(cfg, targets, lambda dist: FewShotTrainer(cfg, teacher, len(targets), source, dist))
 
 
 def run(config_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,

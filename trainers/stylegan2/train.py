@@ -240,7 +240,6 @@ class StyleGAN2Trainer:
 
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor | float]:
         """One minibatch through the four phases; returns upstream loss names (detached scalars)."""
-        m = self.cfg.model
         real = batch["image"].to(self.device)
         n = real.shape[0]
         out: dict[str, torch.Tensor | float] = {}
