@@ -81,9 +81,11 @@ def samples(snapshot: Path, n: int) -> torch.Tensor:
     return torch.cat([G(z[i:i + 250]) for i in range(0, n, 250)]).clamp(-1, 1)
 
 
-def evaluate(images: torch.Tensor, targets: torch.Tensor, pool: torch.Tensor, lpips_weights: str | None) -> dict:
+def evaluate(images: torch.Tensor, targets: torch.Tensor, pool: torch.Tensor, lpips_weights: str | None,
+             lpips_n: int | None = None) -> dict:
     """FID (digit features, re-inverted) vs the pool; intra-cluster diversity to the training images in digit
-    features and, with ``lpips_weights``, in LPIPS (``random``: a seeded random-weight AlexNet, see the doc)."""
+    features and, with ``lpips_weights``, in LPIPS on the first ``lpips_n`` images (``random``: a seeded
+    random-weight AlexNet, see the doc)."""
     from kdpipe.pipeline.attributes.digits import digit_features, frechet_distance
 
     feats, pool_feats = digit_features(-images), digit_features(-pool)
@@ -92,7 +94,8 @@ def evaluate(images: torch.Tensor, targets: torch.Tensor, pool: torch.Tensor, lp
     if lpips_weights:
         from kdpipe.trainers.metrics.lpips import intra_cluster_lpips, load_lpips
 
-        out["intra_cluster_lpips"] = intra_cluster_lpips(images, targets, load_lpips("alex", lpips_weights))
+        out["intra_cluster_lpips"] = intra_cluster_lpips(images[:lpips_n], targets,
+                                                        load_lpips("alex", lpips_weights))
     return out
 
 
@@ -102,7 +105,9 @@ def random_alexnet(path: Path) -> Path:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel evaluations share the file
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp)
+    os.replace(tmp, path)
     return path
 
 
@@ -125,12 +130,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/fewshot"))
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--methods", default="kd,cdc,finetune")
+    ap.add_argument("--no-source", action="store_true", help="skip evaluating the unadapted teacher")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--lpips-weights", default=None, help="torchvision alexnet state_dict, or 'random'")
+    ap.add_argument("--lpips-n", type=int, default=None, help="LPIPS on the first N samples only (cost ~N^2)")
     ap.add_argument("--step", type=int, default=None, help="evaluate network-snapshot-<step>.pkl (default: last)")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--grid", type=Path, default=None, help="PNG: rows source, each method (seeds 0-11), targets")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from kdpipe.images import decode_image, to_float
@@ -140,25 +148,31 @@ def main() -> None:
     pool = target_pool()
     if args.lpips_weights == "random":
         args.lpips_weights = str(random_alexnet(args.out / "alexnet-random.pth"))
-    results = {"source (no adaptation)": evaluate(samples_teacher(args.n), targets, pool, args.lpips_weights)}
+    results = {}
+    if not args.no_source:
+        results["source (no adaptation)"] = evaluate(samples(Path(TEACHER), args.n), targets, pool,
+                                                     args.lpips_weights, args.lpips_n)
     for method in args.methods.split(","):
         t0 = time.perf_counter()
         run_dir = args.out / method if args.eval_only else train(args.out, method, args.steps, args.seed)
         wall = time.perf_counter() - t0
         snapshot = (run_dir / f"network-snapshot-{args.step:06d}.pkl" if args.step else
                     sorted(run_dir.glob("network-snapshot-*.pkl"))[-1])
-        results[method] = {"snapshot": snapshot.name, "train_wall_s": round(wall, 1),
-                           **evaluate(samples(snapshot, args.n), targets, pool, args.lpips_weights)}
-        print(method, json.dumps(results[method]), flush=True)
+        timing = {} if args.eval_only else {"train_wall_s": round(wall, 1)}
+        results[method] = {"snapshot": snapshot.name, "path": str(snapshot), **timing,
+                           **evaluate(samples(snapshot, args.n), targets, pool, args.lpips_weights, args.lpips_n)}
+        print(method, json.dumps({k: v for k, v in results[method].items() if k != "path"}), flush=True)
+    if args.grid:
+        from kdpipe.trainers.core.loop import save_image_grid
+
+        rows = [samples(Path(TEACHER), 12)] + [samples(Path(results[m]["path"]), 12) for m in args.methods.split(",")]
+        save_image_grid(args.grid, rows + [torch.cat([targets, targets[:2]])], max_items=12)
+    for r in results.values():
+        r.pop("path", None)
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
-
-
-def samples_teacher(n: int) -> torch.Tensor:
-    """The unadapted source's samples (same seeds), for reference."""
-    return samples(Path(TEACHER), n)
 
 
 if __name__ == "__main__":
