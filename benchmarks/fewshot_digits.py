@@ -1,6 +1,6 @@
 """Few-shot adaptation of builtin:digits-32 to 10 colour-inverted digits: seed 001 (kd) vs CDC vs finetuning.
 
-    python benchmarks/fewshot_digits.py --out runs/fewshot [--steps 300] [--methods kd,cdc,finetune]
+    python benchmarks/fewshot_digits.py --out runs/fewshot [--steps 400] [--methods kd,cdc,finetune]
                                         [--n 1000] [--lpips-weights alexnet.pth] [--json PATH] [--eval-only]
 
 Target domain (built offline, like FFHQ -> sketches): the 1,797 real digits with ink and background swapped
@@ -128,7 +128,7 @@ def intra_cluster_distance(feats: np.ndarray, target_feats: np.ndarray) -> float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/fewshot"))
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--methods", default="kd,cdc,finetune")
     ap.add_argument("--no-source", action="store_true", help="skip evaluating the unadapted teacher")
     ap.add_argument("--seed", type=int, default=0)
