@@ -22,7 +22,7 @@ from kdpipe.trainers.pix2pixhd import train as pix2pixhd
 from kdpipe.trainers.stargan2 import config as sg2_config
 from kdpipe.trainers.stargan2 import train_ft, train_kd
 from kdpipe.trainers.stargan2.translate import translate_stargan2
-from kdpipe.trainers.stylegan2 import compress_train
+from kdpipe.trainers.stylegan2 import compress_train, fewshot
 from kdpipe.trainers.stylegan2 import run as stylegan2
 from kdpipe.trainers.stylegan2.compress_config import INIT_PRESETS, CompressConfig
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
@@ -131,3 +131,10 @@ register(TrainerSpec(
     options={"teacher": "teacher.spec", "channel_multiplier": "model.channel_multiplier",
              "lpips_weights": "loss.lpips_weights"},
     presets={"init": INIT_PRESETS}, translate=translate_stylegan2))
+register(TrainerSpec(
+    "stylegan2-fewshot", "Seed 001: adapt a StyleGAN2 teacher to ~10 images (momentum relation + source discrimination "
+    "distillation); --method cdc|finetune for the baselines.", fewshot.FewShotTrainConfig, fewshot.setup,
+    may_change=frozenset({"loss.source_data"}),
+    options={"teacher": "model.init", "method": "loss.method", "source_data": "loss.source_data",
+             "alpha": "loss.alpha", "beta": "loss.beta", "queue_size": "loss.queue_size"},
+    translate=translate_stylegan2))
