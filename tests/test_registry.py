@@ -25,6 +25,10 @@ TINY_STYLEGAN2 = {"data.resolution": 8, "data.batch_size": 4, "model.z_dim": 8, 
                   "loop.ckpt_every": 4}
 
 
+TINY_X2I = {"model.channel_base": 64, "model.channel_max": 8, "loop.deterministic": True, "loop.sample_every": 0,
+            "loop.log_every": 1}
+
+
 def _folder(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for name in ("cat", "dog"):
@@ -49,6 +53,7 @@ def trainer_args(tmp_path_factory) -> dict[str, list[str]]:
         "stargan2-kd": ["--teacher", "builtin:random-16", *_set(TINY_SG2)],
         "stargan2": ["--data", str(_folder(root / "folder")), "--batch-size", "2", *_set(TINY_SG2)],
         "stylegan2": ["--data", "digits", *_set(TINY_STYLEGAN2)],
+        "x2i": ["--teacher", "builtin:random-16", "--batch-size", "2", *_set(TINY_X2I)],
     }
 
 

@@ -23,6 +23,8 @@ from kdpipe.trainers.stargan2 import config as sg2_config
 from kdpipe.trainers.stargan2 import train_ft, train_kd
 from kdpipe.trainers.stylegan2 import run as stylegan2
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
+from kdpipe.trainers.x2i import config as x2i_config
+from kdpipe.trainers.x2i import run as x2i_run
 
 Setup = Callable[[Any, "dict | None", Mapping[str, Any]], Callable[[DistInfo], tuple[Any, Callable]]]
 
@@ -115,3 +117,8 @@ register(TrainerSpec(
     StyleGAN2TrainConfig, stylegan2.setup,
     options={"init": "model.init", "resolution": "data.resolution", "augment": "model.augment",
              "r1_gamma": "model.r1_gamma", "pl_weight": "model.pl_weight"}))
+register(TrainerSpec(
+    "x2i", "Seed 000 Sec. 3.3: distil a StyleGAN2 teacher into a conditional G_S(z, c) (--teacher), finetune (--data).",
+    x2i_config.X2IConfig, x2i_run.setup, defaults=x2i_config.DEFAULTS,
+    options={"teacher": "teacher.spec", "condition": "condition.kind", "init": "init", "img_size": "model.img_size"},
+    generator=x2i_run.load_generator))

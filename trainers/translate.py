@@ -42,7 +42,8 @@ def load_student(checkpoint: str | Path, use_ema: bool = True) -> tuple[torch.nn
                                    f"{', '.join(sorted(loaders))}")
     ts = state["trainer_state"]
     G = loaders[name](ts, use_ema).eval().requires_grad_(False)
-    meta = {"trainer": name, "step": int(state["step"]), "in_channels": int(ts["generator_kwargs"]["input_nc"]),
+    meta = {"trainer": name, "step": int(state["step"]),
+            "in_channels": int(ts.get("generator_kwargs", {}).get("input_nc", 0)),  # 0: conditions (x2i)
             "image_hw": list(ts.get("image_hw") or []), "kind": ts.get("kind"), "task": ts.get("task"),
             "direction": ts.get("direction")}
     return G, meta
@@ -141,6 +142,10 @@ def translate(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str
     G, meta = load_student(checkpoint, use_ema)
     dev = resolve_device(device)
     G = G.to(dev)
+    if meta["trainer"] == "x2i":  # conditions -> images
+        from .x2i.sample import translate_conditions
+
+        return translate_conditions(G, inputs, out_dir, batch_size, dev)
     files = list_images(inputs)
     names = [f.name for f in files]
     if len(set(names)) != len(names):
