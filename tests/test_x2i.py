@@ -118,6 +118,24 @@ def test_discriminator_loss_is_logistic_plus_r1():
     assert torch.allclose(loss, want, atol=1e-6) and parts["r1"] == pytest.approx(r1.item(), rel=1e-5)
 
 
+def test_matching_aware_discriminator_loss_counts_mismatched_reals_as_fake():
+    from kdpipe.trainers.x2i.networks import ConditionalDiscriminator
+    from kdpipe.trainers.x2i.train_ft import mismatched
+
+    torch.manual_seed(0)
+    D = ConditionalDiscriminator(8, in_dim=3, channel_base=32, channel_max=4)
+    torch.nn.init.normal_(D.proj.weight)
+    real, fake = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    c = F.one_hot(torch.tensor([0, 1, 2]), 3).float()
+    assert torch.equal(mismatched(c)[0], c[2])
+    loss, parts = L.discriminator_loss(D, real, fake, c, c, 0.0, mismatched(c))
+    want = F.softplus(-D(real, c)).mean() + (F.softplus(D(fake, c)).mean() + F.softplus(D(real, c.roll(1, 0))).mean()) / 2
+    assert torch.allclose(loss, want, atol=1e-6) and "d_mismatch" in parts
+    zero = torch.zeros_like(c)  # distillation's condition 0: the projection term vanishes
+    D.proj.weight.data.mul_(5)
+    assert torch.allclose(D(real, zero), D.out(F.leaky_relu(D.trunk(D.from_rgb(real)), 0.2).sum(dim=(2, 3))))
+
+
 def test_lambda_defaults_by_condition_kind_and_explicit_values_win():
     assert (cfg_of().loss.lambda_srl, cfg_of().loss.alpha_large) == (0.1, 0.01)
     audio = cfg_of(**{"condition.kind": "audio"}).loss

@@ -155,6 +155,9 @@ class LossConfig:
     """Eq. 8 weight of the semantic diversity loss L_srl (Eq. 7); 0 = the "w/o diversity loss" ablation."""
     r1_gamma: float = 0.1
     """R1 penalty ``gamma / 2 ||grad D_S(x)||^2`` on real images (not in Eq. 4; stabilises small data)."""
+    mismatch: bool = True
+    """Finetuning D_S is matching-aware (Reed et al. 2016; SSA-GAN, DF-GAN): real images with the batch's
+    conditions shifted by one row count as fake, ``real + (fake + mismatch) / 2``."""
     augment: str = ""
     """DiffAugment ops for every image D_S sees when finetuning (``color,translation,cutout``; empty = none)."""
 

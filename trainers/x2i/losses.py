@@ -75,18 +75,27 @@ def generator_adv_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return g_nonsaturating_loss(fake_logits)
 
 
-def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, c_real, c_fake,
-                       r1_gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
+def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, c_real, c_fake, r1_gamma: float,
+                       c_mismatch=None) -> tuple[torch.Tensor, dict[str, float]]:
     """D_S side of Eq. 4, ``softplus(-D(x)) + softplus(D(x_s))``, plus ``r1_gamma / 2 * ||grad_x D(x)||^2``.
+
+    With ``c_mismatch`` (finetuning), the matching-aware loss of text-to-image GANs (Reed et al. ICML 2016, GAN-CLS;
+    as SSA-GAN / DF-GAN train their D): real images under a wrong condition count as fake,
+    ``softplus(-D(x, c)) + (softplus(D(x_s, c)) + softplus(D(x, c_mismatch))) / 2``.
 
     Args:
         D: the student discriminator (``D(x, c) -> [N, 1]``). real ``[N, 3, R, R]``; fake detached ``[M, 3, R, R]``.
-        c_real / c_fake: their conditions (None or zeros while distilling).
-    Returns ``(loss, {"d_real", "d_fake", "r1"})``.
+        c_real / c_fake: their conditions (None or zeros while distilling). c_mismatch: other conditions for real.
+    Returns ``(loss, {"d_real", "d_fake", "r1"[, "d_mismatch"]})``.
     """
     real = real.detach().requires_grad_(r1_gamma > 0)
     real_logits = D(real, c_real)
     loss_real, loss_fake = d_logistic_loss(real_logits, D(fake.detach(), c_fake))
+    parts = {"d_real": loss_real.item(), "d_fake": loss_fake.item()}
+    if c_mismatch is not None:
+        loss_mis = F.softplus(D(real.detach(), c_mismatch)).mean()
+        loss_fake = (loss_fake + loss_mis) / 2
+        parts["d_mismatch"] = loss_mis.item()
     r1 = r1_penalty(real, real_logits).mean() if r1_gamma > 0 else torch.zeros((), device=real.device)
     loss = loss_real + loss_fake + r1_gamma / 2 * r1
-    return loss, {"d_real": loss_real.item(), "d_fake": loss_fake.item(), "r1": r1.item()}
+    return loss, {**parts, "r1": r1.item()}

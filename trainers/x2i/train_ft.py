@@ -7,7 +7,8 @@ conditions kdpipe initialises class k's embedding with the mean distilled SE emb
 images (resized to the teacher's resolution), the embedding the generator learnt to read while distilling. Without
 ``init`` every network starts at random: the from-scratch baseline of seed 000 Table 2, from the same command.
 
-Per step: one D_S step (non-saturating logistic loss + R1 on real images; DiffAugment if ``loss.augment``), one
+Per step: one D_S step (non-saturating logistic loss + R1 on real images, matching-aware with ``loss.mismatch``:
+real images under shifted conditions count as fake; DiffAugment if ``loss.augment``), one
 G_S + encoder step (``lambda_adv`` x non-saturating loss), then the EMA (``loop.ema_decay``) of both.
 """
 
@@ -201,5 +202,11 @@ def generate(nets: nn.ModuleDict, z: torch.Tensor, c: torch.Tensor) -> torch.Ten
 def _d_objective(nets: nn.ModuleDict, trainer: FinetuneTrainer, real: torch.Tensor, fake: torch.Tensor,
                  c: torch.Tensor):
     D = nets["discriminator"]
+    mismatch = mismatched(c) if trainer.cfg.loss.mismatch else None
     return L.discriminator_loss(lambda img, cond: D(trainer.augment(img), cond), real, fake, c, c,
-                                trainer.cfg.loss.r1_gamma)
+                                trainer.cfg.loss.r1_gamma, mismatch)
+
+
+def mismatched(c: torch.Tensor) -> torch.Tensor:
+    """Wrong conditions for the matching-aware D: the batch's conditions shifted by one row (``roll(1, 0)``)."""
+    return c.roll(1, 0)
