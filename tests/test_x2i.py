@@ -268,3 +268,26 @@ def test_folder_errors(digit_folder):
         PairedData(str(digit_folder), "label", 10)
     with pytest.raises(DatasetError, match="class sub-folders"):
         PairedData(str(digit_folder), "text", 3)
+
+
+def test_distill_from_style_mix_shards_matches_online_triplets(tmp_path):
+    """Shard triplets carry x1's features and z1 equal to the online ones; a KD run reads them."""
+    from kdpipe.pipeline.generate import generate
+    from kdpipe.pipeline.latents import parse_mix
+    from kdpipe.pipeline.render import Renderer
+    from kdpipe.trainers.stargan2.data import online_triplets, shard_batches, shard_triplets
+
+    generate("style-mix", tmp_path / "gen", cli={"teacher": {"generator": TEACHER}, "render": {"n": 4, "seed": 0},
+                                                 "runtime": {"device": "cpu", "progress": False}}, log=lambda m: None)
+    shards = str(tmp_path / "gen" / "style-mix")
+    teacher = load_teacher(TEACHER)
+    renderer = Renderer(teacher.G, torch.device("cpu"), 0.7)
+    batch, _ = next(shard_batches(shards, 2, seed=0, shuffle_buffer=0))
+    st = shard_triplets(renderer, batch, teacher.sha256, need_x1=True)
+    on = online_triplets(renderer, torch.tensor([int(k) for k in batch["key"]]), 0,
+                         parse_mix("crossover:4", teacher.G.num_ws))
+    assert torch.equal(st.z1, on.z1) and all(torch.equal(st.x1_features[r], on.x1_features[r])
+                                             for r in on.x1_features)
+    r = run_x2i(None, {**TINY, "loop.out_dir": str(tmp_path / "kd"), "loop.steps": 2, "kd.source": "shards",
+                       "kd.shards": shards, "kd.shuffle_buffer": 4})
+    assert r.step == 2 and all(np.isfinite(v) for rec in r.records for v in rec.values())
