@@ -118,7 +118,9 @@ class FinetuneTrainer:
             if a["kind"] == "label" and "semantic_encoder" in models:
                 self._label_embeddings_from_se(init["trainer_state"]["arch"]["se_kwargs"], models["semantic_encoder"])
         self.nets.to(self.device)
-        self.objective = wrap_objective(self.nets, dist)
+        # DDP: the student's gradients are averaged in the G step's backward, D_S's in the D step's
+        self.gen = wrap_objective(nn.ModuleDict({k: self.nets[k] for k in EMA_NETS}), dist)
+        self.disc = wrap_objective(nn.ModuleDict({"discriminator": self.nets["discriminator"]}), dist)
         self.ema = {k: EMA(self.nets[k], cfg.loop.ema_decay) for k in EMA_NETS} if cfg.loop.ema_decay > 0 else {}
         o = cfg.optim
         g_params = list(self.nets["generator"].parameters()) + list(self.nets["condition_encoder"].parameters())
@@ -149,8 +151,8 @@ class FinetuneTrainer:
         x, c, z = (batch[k].to(self.device) for k in ("image", "condition", "z"))
         amp = autocast(self.device, self.cfg.loop.precision)
         with amp:
-            fake = self.objective(generate, z, c)
-            d_loss, parts = self.objective(_d_objective, self, x, fake.detach(), c)
+            fake = self.gen(generate, z, c)
+            d_loss, parts = self.disc(_d_objective, self, x, fake.detach(), c)
         self.optims["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         self.optims["discriminator"].step()
