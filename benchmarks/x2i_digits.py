@@ -28,6 +28,7 @@ import PIL.ImageDraw
 import torch
 
 from kdpipe.fsutil import atomic_write
+from kdpipe.config import parse_set
 from kdpipe.images import to_uint8
 from kdpipe.pipeline.attributes.digits import digit_features, digit_probabilities, frechet_distance
 from kdpipe.pipeline.digits import real_digits, split_indices
@@ -110,13 +111,15 @@ def main() -> None:
     ap.add_argument("--srl", type=float, default=1.0, help="lambda_srl of the distillation used as init")
     ap.add_argument("--per-class", type=int, default=10, help="real finetuning digits per class")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--kd-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra distillation fields, e.g. kd.student_z=random (both KD runs)")
     ap.add_argument("--only", choices=("kd", "kd-no-srl", "ft-kd", "ft-scratch"),
                     help="train just this run and stop (to run several in parallel; the full call skips finished runs)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = args.out
     kd_common = {"teacher.spec": "builtin:digits-32", "condition.kind": "label", "data.batch_size": 4,
-                 "optim.lr": 1e-3}
+                 "optim.lr": 1e-3, **parse_set(args.kd_set)}
     ft = {"data.path": str(out / "pairs"), "condition.kind": "label", "data.batch_size": 16, "loop.ema_decay": 0.99,
           "loss.augment": "translation"}
     runs = {"kd": lambda: train(out / "kd", args.kd_steps, **kd_common, **{"loss.lambda_srl": args.srl}),
@@ -133,7 +136,7 @@ def main() -> None:
     _, test_idx = split_indices(0)
     ref = digit_features(real_digits(test_idx)[0])
     results = {"per_class_finetune": args.per_class, "kd_steps": args.kd_steps, "ft_steps": args.ft_steps,
-               "lambda_srl": args.srl}
+               "lambda_srl": args.srl, "kd_set": args.kd_set}
     figs = []
     for name, ckpt in students.items():
         imgs, labels = class_samples(ckpt, 100)

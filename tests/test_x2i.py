@@ -164,8 +164,7 @@ def test_teacher_gets_no_gradient_and_semantic_encoder_starts_as_teacher_d():
     assert not torch.equal(se.fc.weight, teacher.D.b4.fc.weight)  # SE is trained, D_T is not
 
 
-@pytest.mark.parametrize("extra", [{}, {"condition.kind": "seg", "condition.num_classes": 3,
-                                        "kd.student_z": "random"}])
+@pytest.mark.parametrize("extra", [{"kd.student_z": "teacher"}, {"condition.kind": "seg", "condition.num_classes": 3}])
 def test_distill_resume_is_exact(tmp_path, extra):
     full, split = tmp_path / "full", tmp_path / "split"
     run_x2i(None, {**TINY, **extra, "loop.out_dir": str(full), "loop.steps": 4})
@@ -187,8 +186,9 @@ def test_semantic_diversity_loss_makes_the_condition_change_the_image(tmp_path):
     zero, and KD alone barely moves it in a few steps)."""
     with_srl, without = delta_c_after(tmp_path, 10.0), delta_c_after(tmp_path, 0.0)
     assert with_srl[0] == without[0] == 0.0  # zero-initialised conditional affine: c has no effect yet
-    assert with_srl[-1] > 0.05 and with_srl[-1] > with_srl[2]
-    assert without[-1] < 0.01 and with_srl[-1] > 10 * without[-1]
+    late_with, late_without = np.mean(with_srl[-4:]), np.mean(without[-4:])  # steps 5-8 (z_s is random per step)
+    assert late_with > 0.01 and late_with > 3 * np.mean(with_srl[:3])
+    assert late_without < 0.005 and late_with > 5 * late_without
 
 
 # ----------------------------------------------------------------------------------------------- finetuning

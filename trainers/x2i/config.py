@@ -105,9 +105,11 @@ class KDDataConfig:
     """``source=shards``: OUT/style-mix of ``kdpipe generate`` (samples need ``latents.npy`` and json ``seeds``)."""
     base_seed: int = 0
     """``online``: triplet i uses teacher seeds ``base_seed + 2i`` and ``+ 2i + 1``."""
-    student_z: str = "teacher"
-    """The student's noise z_s: ``teacher`` (the content image's z1, so z keeps meaning once the teacher feature is
-    dropped at finetuning) or ``random`` (independent N(0, I) from seed ``base_seed + 2i``, numpy RandomState)."""
+    student_z: str = "random"
+    """The student's noise z_s: ``random`` (seed 000's noise: N(0, I) from ``numpy.random.default_rng([loop.seed,
+    step])``, independent of the triplet, so image content reaches the student only through the teacher feature and
+    the pseudo-condition) or ``teacher`` (the content image's z1: the student then learns z -> content like the
+    teacher, and the condition carries little; see the README demo)."""
     shuffle_buffer: int = 256
     """``source=shards``: seeded shuffle buffer size."""
 
