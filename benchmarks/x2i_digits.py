@@ -106,8 +106,8 @@ def delta_figure(curves: dict[str, list[tuple[int, float]]], path: Path, size=(4
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--kd-steps", type=int, default=150)
-    ap.add_argument("--ft-steps", type=int, default=300)
+    ap.add_argument("--kd-steps", type=int, default=600)
+    ap.add_argument("--ft-steps", type=int, default=600)
     ap.add_argument("--srl", type=float, default=1.0, help="lambda_srl of the distillation used as init")
     ap.add_argument("--per-class", type=int, default=10, help="real finetuning digits per class")
     ap.add_argument("--json", type=Path)

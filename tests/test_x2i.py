@@ -206,7 +206,8 @@ def test_finetune_from_kd_init_loads_weights_and_resumes_exactly(tmp_path, disti
 def test_kd_init_starts_from_the_distilled_weights(tmp_path, distilled, digit_folder):
     from kdpipe.trainers.x2i.train_ft import FinetuneTrainer, load_init
 
-    cfg = cfg_of(**{"data.path": str(digit_folder), "condition.num_classes": 3, "init": str(distilled)})
+    cfg = cfg_of(**{"data.path": str(digit_folder), "condition.num_classes": 3, "init": str(distilled),
+                    "model.label_init": "semantic-encoder"})
     data = PairedData(str(digit_folder), "label", 3)
     init = load_init(str(distilled))
     tr = FinetuneTrainer(cfg, data, init)

@@ -2,9 +2,9 @@
 
 ``init`` = a distilled x2i run: G_S and D_S start from its weights; the teacher-feature input is dropped (footnote 4:
 "the student generator has two inputs: the noise and the condition c"); D_S gains its projection head (zero-init:
-an untrained projection starts as the distilled unconditional D). The condition encoder is new; for ``label``
-conditions kdpipe initialises class k's embedding with the mean distilled SE embedding of the class's finetuning
-images (resized to the teacher's resolution), the embedding the generator learnt to read while distilling. Without
+an untrained projection starts as the distilled unconditional D). The condition encoder is new (random), or for
+``label`` conditions with ``model.label_init=semantic-encoder`` class k's embedding is the mean distilled SE embedding
+of the class's finetuning images (resized to the teacher's resolution). Without
 ``init`` every network starts at random: the from-scratch baseline of seed 000 Table 2, from the same command.
 
 Per step: one D_S step (non-saturating logistic loss + R1 on real images, matching-aware with ``loss.mismatch``:
@@ -115,7 +115,7 @@ class FinetuneTrainer:
             _load_partial(self.nets["discriminator"], models["discriminator"], "proj.", "\0")
             if self.nets["discriminator"].proj is not None:
                 nn.init.zeros_(self.nets["discriminator"].proj.weight)
-            if a["kind"] == "label" and "semantic_encoder" in models:
+            if a["kind"] == "label" and "semantic_encoder" in models and cfg.model.label_init == "semantic-encoder":
                 self._label_embeddings_from_se(init["trainer_state"]["arch"]["se_kwargs"], models["semantic_encoder"])
         self.nets.to(self.device)
         # DDP: the student's gradients are averaged in the G step's backward, D_S's in the D step's
