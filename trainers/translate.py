@@ -123,7 +123,8 @@ def translate(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str
 
     Args:
         checkpoint: a training checkpoint (``ckpt-*.pt``).
-        inputs: image files and/or directories (for triplet students: the x1 images).
+        inputs: image files and/or directories (for triplet students: the x1 images); for conditional x2i
+            students, condition files instead (:mod:`kdpipe.trainers.x2i.sample`: labels, vectors, seg maps).
         out_dir: created if needed; outputs keep the input file names.
         x2: triplet students only: a directory with same-named second images, or one file per input.
         batch_size: images per forward pass.
