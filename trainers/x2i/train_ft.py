@@ -181,12 +181,9 @@ class FinetuneTrainer:
                 "arch": self.arch, "stage": "finetune", "cond_in_dim": self.data.cond_in_dim}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, v in self.nets.items():
-            v.load_state_dict(state["models"][k])
-        for k, e in self.ema.items():
-            e.load_state_dict(state["ema"][k])
-        for k, v in self.optims.items():
-            v.load_state_dict(state["optimizers"][k])
+        for section, parts in (("models", self.nets), ("ema", self.ema), ("optimizers", self.optims)):
+            for k, v in parts.items():
+                v.load_state_dict(state[section][k])
 
     @torch.no_grad()
     def sample_rows(self, batch: dict[str, Any]) -> list[torch.Tensor]:
