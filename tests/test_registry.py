@@ -32,6 +32,10 @@ TINY_FEWSHOT = {"data.batch_size": 2, "loss.dist_batch": 2, "loss.layers": [16],
                 "loop.log_every": 1, "loop.ckpt_every": 4}
 
 
+TINY_X2I = {"model.channel_base": 64, "model.channel_max": 8, "loop.deterministic": True, "loop.sample_every": 0,
+            "loop.log_every": 1}
+
+
 def _folder(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for name in ("cat", "dog"):
@@ -60,6 +64,8 @@ def trainer_args(tmp_path_factory) -> dict[str, list[str]]:
 
         "stylegan2-fewshot": ["--teacher", "builtin:random-16", "--data", str(_folder(root / "fewshot")),
                               "--method", "cdc", *_set(TINY_FEWSHOT)],
+
+        "x2i": ["--teacher", "builtin:random-16", "--batch-size", "2", *_set(TINY_X2I)],
     }
 
 

@@ -27,6 +27,9 @@ from kdpipe.trainers.stylegan2 import run as stylegan2
 from kdpipe.trainers.stylegan2.compress_config import INIT_PRESETS, CompressConfig
 from kdpipe.trainers.stylegan2.train import StyleGAN2TrainConfig
 from kdpipe.trainers.stylegan2.translate import translate_stylegan2
+from kdpipe.trainers.x2i import config as x2i_config
+from kdpipe.trainers.x2i import run as x2i_run
+from kdpipe.trainers.x2i.sample import translate_x2i
 
 Setup = Callable[[Any, "dict | None", Mapping[str, Any]], Callable[[DistInfo], tuple[Any, Callable]]]
 
@@ -138,3 +141,8 @@ register(TrainerSpec(
     options={"teacher": "model.init", "method": "loss.method", "source_data": "loss.source_data",
              "alpha": "loss.alpha", "beta": "loss.beta", "queue_size": "loss.queue_size"},
     translate=translate_stylegan2))
+register(TrainerSpec(
+    "x2i", "Seed 000 Sec. 3.3: distil a StyleGAN2 teacher into a conditional G_S(z, c) (--teacher), finetune (--data).",
+    x2i_config.X2IConfig, x2i_run.setup, defaults=x2i_config.DEFAULTS,
+    options={"teacher": "teacher.spec", "condition": "condition.kind", "init": "init", "img_size": "model.img_size"},
+    translate=translate_x2i))
