@@ -52,8 +52,9 @@ class TripletRender(ShardedStage):
         rc, tc, rt = cfg.render, cfg.teacher, cfg.runtime
         renderer = Renderer.from_config(G, ctx.device, tc, rt.batch_size)
         layers = parse_mix(rc.mix, G.num_ws) if rc.op == "style-mix" else None
-        per_forward = max(1, renderer.batch_size // 3)  # 3 images per sample, one forward per chunk
-        chunks = [indices[a:a + per_forward] for a in range(0, len(indices), per_forward)]
+        # batch_size samples per chunk = 3 full forwards (3 images per sample): no padded rows but in the last chunk
+        per_chunk = renderer.batch_size
+        chunks = [indices[a:a + per_chunk] for a in range(0, len(indices), per_chunk)]
         meta = {"task": cfg.task, "op": rc.op, "mix_layers_from_x2": layers,
                 "truncation_psi": tc.truncation_psi, "truncation_cutoff": tc.truncation_cutoff,
                 "noise_mode": tc.noise_mode, "teacher": teacher.name, "teacher_sha256": teacher.sha256}
