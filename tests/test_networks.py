@@ -34,6 +34,10 @@ def test_golden_pixels(tiny_teacher):
     assert img.shape == (2, 3, 32, 32) and img.dtype == torch.float32
     got = img[0, :, 10:13, 10:13].flatten().tolist()
     assert np.allclose(got, GOLDEN_SLICE, atol=1e-4), got
+    # the CPU forward runs NHWC inside; images and features come back NCHW-contiguous as documented
+    with torch.no_grad():
+        img, feats = G.synthesis(G.mapping(z_from_seeds([0], G.z_dim)), return_features=True)
+    assert img.is_contiguous() and all(f.is_contiguous() for f in feats.values())
 
 
 def test_truncation_psi_and_cutoff(tiny_teacher):

@@ -87,3 +87,26 @@ def test_modconv_epilogue_and_torgb_match_upstream_order_with_gradients():
                 ref_grads = torch.autograd.grad((ref * g).sum(), ref_leaves)
                 for a, b in zip(grads, ref_grads):
                     assert torch.allclose(a, b, atol=1e-9), (demod, fused, layout)
+
+
+def test_upsample2d_bilinear_and_transposed_paths_equal_upfirdn2d():
+    """[1, 3, 3, 1] takes the bilinear path (also on NHWC input), other filters the transposed conv; all equal
+    upstream's zero insertion + padded FIR, values and gradients."""
+    from kdpipe.pipeline.teacher.ops import upfirdn2d
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64)
+    for taps in ([1, 3, 3, 1], [1, 2, 1], [1, 1], [1, 3, 3, 2]):
+        f = setup_filter(taps).double()
+        fw = len(taps)
+        ref = upfirdn2d(x, f, up=2, padding=[(fw + 1) // 2, (fw - 2) // 2] * 2, gain=4)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xx = x.clone().contiguous(memory_format=layout).requires_grad_(True)
+            got = upsample2d(xx, f)
+            assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-12), (taps, layout)
+            g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+            (grad,) = torch.autograd.grad((got * g).sum(), xx)
+            xr = x.clone().requires_grad_(True)
+            (ref_grad,) = torch.autograd.grad((upfirdn2d(xr, f, up=2, padding=[(fw + 1) // 2, (fw - 2) // 2] * 2,
+                                                          gain=4) * g).sum(), xr)
+            assert torch.allclose(grad, ref_grad, atol=1e-12), (taps, layout)

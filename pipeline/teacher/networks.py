@@ -281,7 +281,8 @@ class SynthesisNetwork(nn.Module):
             x, img = block(x, img, block_ws, noise_mode=noise_mode, fused_modconv=fused_modconv,
                            dtype=torch.float16 if fp16 else torch.float32)
             if return_features:
-                features[res] = x
+                features[res] = x.contiguous()  # NCHW as documented (the CPU forward keeps NHWC inside)
+        img = img.contiguous()
         return (img, features) if return_features else img
 
 
