@@ -27,3 +27,32 @@ def test_shard_bytes_equal_tarfile_pax_bytes(tmp_path):
     assert path.read_bytes() == expected.getvalue()
     with tarfile.open(path) as tar:
         assert [m.name for m in tar.getmembers()][:3] == ["00000000.json", "00000000.latents.npy", "00000000.x1.png"]
+
+
+def test_template_headers_equal_tarfile_for_any_name_and_size():
+    """Random sizes (block boundaries included), long and non-ASCII names (tarfile's PAX fallback), `_` keys."""
+    import random
+
+    import webdataset as wds
+
+    from kdpipe.pipeline.runner.tarwrite import SampleTarWriter
+
+    rng = random.Random(0)
+    samples = []
+    for i, size in enumerate([0, 1, 511, 512, 513, 1024] + [rng.randrange(0, 5000) for _ in range(20)]):
+        key = {3: "k" * 120, 4: "bild-ä-%d" % i}.get(i, f"{i:08d}")
+        samples.append({"__key__": key, "__url__": "skipped", "y.png": bytes(rng.getrandbits(8) for _ in range(size)),
+                        "json": b"{}"})
+    ours, ref = io.BytesIO(), io.BytesIO()
+    writer = SampleTarWriter(ours)
+    for sample in samples:
+        writer.write(sample)
+    writer.close()
+    ref_writer = wds.TarWriter(ref, user="kdpipe", group="kdpipe", mode=0o644, encoder=False, mtime=0)
+    ref.close = lambda: None  # TarWriter closes its stream; keep the bytes readable
+    for sample in samples:
+        ref_writer.write(sample)
+    ref_writer.close()
+    assert ours.getvalue() == ref.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(ours.getvalue())) as tar:
+        assert tar.getnames()[6:8] == ["k" * 120 + ".json", "k" * 120 + ".y.png"]

@@ -5,7 +5,8 @@ A shard ``shards/<task>-<k:06d>.tar`` is written as ``<name>.tar.<pid>.tmp``, fl
 only then is its record ``shards/.done/<name>.json`` written (sample count, bytes, sha256, stage fingerprint and
 the manifest rows of its samples). A shard without a matching record is not done and is redone by a re-run.
 
-Tars are reproducible: members sorted per sample (webdataset ``TarWriter``), mtime 0, uid/gid 0, fixed user
+Tars are reproducible: members sorted per sample (webdataset ``TarWriter``'s bytes, written by
+:class:`~kdpipe.pipeline.runner.tarwrite.SampleTarWriter`), mtime 0, uid/gid 0, fixed user
 and group names and mode, PNGs encoded by :func:`encode_png` with a fixed encoder (and level), JSON with sorted
 keys, ``.npy`` via ``np.save``. Anything that reads webdataset reads these shards without kdpipe.
 """
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from kdpipe.errors import ConfigError, DatasetError
 from kdpipe.fsutil import atomic_write, atomic_write_bytes, file_sha256
+from kdpipe.pipeline.runner.tarwrite import SampleTarWriter
 
 SHARD_DIR = "shards"
 DONE_DIR = ".done"
@@ -136,7 +137,7 @@ def write_shard(path: Path, samples: Iterable[dict], fingerprint: str, rows: lis
 
     def write(f) -> None:
         nonlocal count
-        writer = wds.TarWriter(f, user="kdpipe", group="kdpipe", mode=0o644, encoder=False, mtime=0)
+        writer = SampleTarWriter(f, user="kdpipe", group="kdpipe", mode=0o644, mtime=0)  # webdataset's bytes
         for sample in samples:
             writer.write(sample)
             count += 1
