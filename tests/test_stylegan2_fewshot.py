@@ -108,7 +108,8 @@ TINY = {"model.init": "builtin:random-16", "data.batch_size": 2, "loss.dist_batc
 # the first 4 steps of TINY (seed 0, kd), recorded on CPU with torch 2.x. Step 1: G_T == G_S and the queue is
 # empty, so the relation KL is exactly 0; it grows as G_T leaves the source.
 GOLDEN = {"Loss/G/loss": [0.234334, 1.37229, 0.488351, 1.39085],
-          "Loss/G/dist": [0.0, 1.5391e-06, 2.44284e-06, 4.32984e-06],
+          # steps 2-3 re-pinned for FORWARD_REVISION 3 (issue 12: NHWC CPU forward; this ~1e-6 distance moved 0.6 %)
+          "Loss/G/dist": [0.0, 1.5391e-06, 2.45652e-06, 4.34412e-06],
           "Loss/D/loss": [2.23967, 1.0574, 1.9433, 1.07839],
           "Loss/D/sdd": [0.988756, 1.01696, 1.164, 0.987841]}
 
