@@ -1,8 +1,8 @@
 """A webdataset tar writer that builds member headers from a template: the bytes of Python's ``tarfile`` (PAX
 format, as ``webdataset.TarWriter`` writes them), ~10x less CPU per member.
 
-``tarfile`` spends ~0.1-0.2 ms of Python per member checking every header field for a PAX extended header and
-formatting each number; at 5 members per sample that was ~10 % of ``kdpipe generate``'s time for a 64-px teacher
+``tarfile`` spends ~65 us of Python per member checking every header field for a PAX extended header and
+formatting each number; at 5 members per sample that was ~8 % of ``kdpipe generate``'s time for a 64-px teacher
 on 2 cores (benchmarks/README.md, issue 12). kdpipe's members never need an extended header (ASCII names of at most
 100 bytes, sizes below 8 GiB), so only the name, size and checksum of a fixed header change; any other member is
 given to ``tarfile`` itself, so every name still works. ``tests/test_shard_bytes.py`` compares the bytes with
