@@ -21,8 +21,8 @@ FORWARD_REVISION = 3
 """Revision of the teacher forward's float arithmetic (order of operations, fused ops, memory formats). Bump it
 when a change can move output values by rounding: it enters the fingerprint of every device-dependent stage, so a
 dataset is never resumed with shards rendered by another revision. 2: fused epilogue / matmul demodulation /
-one-pass upsampling (issue 12). 3: channels-last activations in the unfused modulated conv on CPU, image skip
-upsampling as bilinear interpolation (issue 12, second pass)."""
+one-pass upsampling (issue 12). 3: on CPU, channels-last activations in the unfused modulated conv and image
+skip upsampling as bilinear interpolation (issue 12, second pass; CUDA's arithmetic is unchanged)."""
 
 _BINOMIAL_4 = None  # setup_filter([1, 3, 3, 1]), made on first use
 
@@ -79,16 +79,17 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     """FIR upsampling by ``up`` keeping the image centred (``upfirdn2d.upsample2d``): ``[N,C,H,W] -> [N,C,H*up,W*up]``.
 
-    For StyleGAN2's ``[1, 3, 3, 1]`` filter and ``up=2`` this is bilinear interpolation of the zero-padded image
+    On CPU, for StyleGAN2's ``[1, 3, 3, 1]`` filter and ``up=2``, this is bilinear interpolation of the zero-padded image
     (per axis, outputs ``2i`` and ``2i+1`` are ``x[i-1]/4 + 3x[i]/4`` and ``3x[i]/4 + x[i+1]/4``): one
-    ``F.interpolate`` pass, ~1.5x faster on CPU than the convolution for the 3-channel image skip. Otherwise one
+    ``F.interpolate`` pass, ~1.5x faster than the convolution for the 3-channel image skip (the filter check
+    would cost a device sync on CUDA, so CUDA keeps the convolution). Otherwise one
     depthwise transposed convolution with stride ``up`` (no zero-inserted copy, no padding pass). Both equal
     ``upfirdn2d(x, f, up=up, padding=..., gain=up**2)`` up to float rounding (tests/test_ops.py).
     """
     global _BINOMIAL_4
     if _BINOMIAL_4 is None:
         _BINOMIAL_4 = setup_filter([1, 3, 3, 1])
-    if up == 2 and f.shape == (4, 4) and torch.equal(f.detach().cpu().float(), _BINOMIAL_4):
+    if up == 2 and x.device.type == "cpu" and f.shape == (4, 4) and torch.equal(f.detach().float(), _BINOMIAL_4):
         y = F.interpolate(F.pad(x, [1, 1, 1, 1]), scale_factor=2, mode="bilinear", align_corners=False)
         return y[:, :, 2:-2, 2:-2]
     c, fw = x.shape[1], f.shape[-1]
