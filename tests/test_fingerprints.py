@@ -4,7 +4,11 @@ A fingerprint decides whether a finished stage is skipped or redone: if a refact
 dataset would be regenerated. These values were computed before the config system moved (issue 10) and left
 unchanged by it; a change here must be deliberate (say so in the change note). Deliberate changes so far:
 issue 12 (``render``/``pairs.png_encoder`` joined their sections, and every device-dependent stage records the
-teacher forward's ``FORWARD_REVISION``, 2, since the fused forward can move values by rounding).
+teacher forward's ``FORWARD_REVISION``, 2, since the fused forward can move values by rounding); issue 14 (the
+face tasks gender and age now measure each pair's identity distance by default, ``pairs.identity: auto``, which
+adds ``identity_distance`` to their samples' json and manifest: their ``pairs`` fingerprint records
+``revisions.identity`` and changes with ``manifest`` and ``card`` downstream; tasks that do not measure identity
+keep every fingerprint, pinned below and by ``test_identity_settings_enter_face_tasks_only``).
 """
 
 from __future__ import annotations
@@ -33,17 +37,17 @@ GOLDEN = {
         'sample': 'dd9cf12209e76ad424ef692d531f5c9ccc09441cd8340d88164631b5395da7af',
         'classify': 'c8006e739976414fe64fa45081a36a12e9d48ac818afca72aaf25b13bdaa9310',
         'directions': '953a47d8aeb15caa2efd607855c92cd74c8fa6cd89b6e970d647a641d08cb90c',
-        'pairs': '22d0eaf33832398fdb74bb154c82b6e6f4529114e0c37dc60b7c5cede2348946',
-        'manifest': '84c9847ce7e145c012fe7df09e9e60b8c76defc031725353bb60c0be94f87acd',
-        'card': '113d84dd01593627def8dcb46c3ef8064bdc4ec83d2d15a74a4c56affff59b07',
+        'pairs': 'a71fc4285eb99b0d9647d42495b332796eea6c0fd4f7cdb20e5c65688a4c2d8b',
+        'manifest': '51d342a6165f384e740655ec06c41f09010a3e8ce66ff3b93a98502a363dc750',
+        'card': 'f22d8c8a01ad0fe42bd9a02b2411dfb1f8dd2aef5d1360604e2ebcc6d351e5a5',
     },
     'age': {
         'sample': 'dd9cf12209e76ad424ef692d531f5c9ccc09441cd8340d88164631b5395da7af',
         'classify': 'c26167ec326f5b52441ffa69c398a126ceea691473d7171e945d96c6dcd277a0',
         'directions': '492659a3c93efc501f26ab09548701ccc1566e72c35c1dc1df74b3f15a2a97b6',
-        'pairs': 'b608ef45b23e3b5a3b202b945238399a6f65ab3051ff75739fdf30683da5c221',
-        'manifest': '705eb2db3ebcbe0d51836b1e1a1eae3f59b3b9bf0e410fb7c42f21aca1fb4157',
-        'card': '1521d717dd1edabf42856d24a6134dc1108e38e2f529790b3c9beef9e7a407f9',
+        'pairs': '3f1a650bd6af0489d847d374827f31a35a9e876a4ef761ba906e1daf493d8582',
+        'manifest': 'c521a480d558bb44b8fa115588d9fe0e0a0f55d5aac0050f884be671dde72521',
+        'card': 'fcc5f77b5777a4759b2ca9a11e4f27e0f8a5f7ab3fb5b3467ff5a017de89a6d4',
     },
     'stroke': {
         'sample': '8693980ac0eb50b005e8484b6b84c7d4c1e9e531e131fb24dcb2949bc973a9bb',
@@ -77,9 +81,9 @@ GOLDEN_OVERRIDDEN = {
         'sample': 'b2cc9bc0cbc669456d0cfeaecc16943e03ecabe77ca44b1153b9ee9af3d3794e',
         'classify': '7c710ea4dc66c7ae8ef6eceab025fe4942293269fa667db56f822bebff282afd',
         'directions': '1fc8733a8baf394fe7b3fa4fc436235a0d7d3392898521ac05561f799b6ae19b',
-        'pairs': '3c09f35be2a6b57402f1c60a628b6f3e1c460e7ae6936ff5440e84982af53b29',
-        'manifest': '1e07f301613db7e057229d114985ec1ceb0e218f67776301400f96f085e5e324',
-        'card': '50012e8b4143bcdf2b1bbdd02ed234ef7d5cc1f0879b900a1f40254fa3ec0dd1',
+        'pairs': '81e90c411f6d24844df1411d4cd0780696ce799352243a196e7f3f1e755f4e2d',
+        'manifest': '17ba52ffa7e0f8d7b695d1eed04abe96aee2172807308195deec51c208666ec8',
+        'card': '58a462bfb0a8806ca59f0e746a1624ad335962ddefc4445cc5d39f0996e521f5',
     },
 }
 
@@ -129,3 +133,14 @@ def test_logreg_revision_redoes_logreg_directions_only(two_threads):
     fp = task_fingerprints("gender", ["directions.method=logreg"])
     assert fp["sample"] == GOLDEN["gender"]["sample"] and fp["classify"] == GOLDEN["gender"]["classify"]
     assert fp["directions"] != GOLDEN["gender"]["directions"]
+
+
+def test_identity_settings_enter_face_tasks_only(two_threads):
+    """pairs.identity / max_identity_distance change a fingerprint only where identity is measured."""
+    assert task_fingerprints("stroke", ["pairs.identity=never"]) == GOLDEN["stroke"]
+    assert task_fingerprints("brightness", ["pairs.identity=auto"]) == GOLDEN["brightness"]
+    on = task_fingerprints("brightness", ["pairs.identity=always"])
+    assert on["pairs"] != GOLDEN["brightness"]["pairs"] and on["directions"] == GOLDEN["brightness"]["directions"]
+    off = task_fingerprints("gender", ["pairs.identity=never"])
+    assert off["pairs"] == "22d0eaf33832398fdb74bb154c82b6e6f4529114e0c37dc60b7c5cede2348946"  # before issue 14
+    assert task_fingerprints("gender", ["pairs.max_identity_distance=0.6"])["pairs"] != GOLDEN["gender"]["pairs"]
