@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -58,13 +59,15 @@ def compute_transfer(ctx) -> dict[str, float]:
 def fit_digit_classifier(images: torch.Tensor, labels: np.ndarray) -> Callable[[torch.Tensor], np.ndarray]:
     """The ``digit`` classifier's recipe (MLP, 64 ReLU units, L-BFGS, seed 0) fit on ``images`` ``[N, 3, H, W]``
     in [-1, 1] with ``labels`` ``[N]``; returns ``predict(images) -> labels [N]``."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from threadpoolctl import threadpool_limits
 
     from kdpipe.pipeline.attributes.digits import to_digit8
 
     mlp = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, solver="lbfgs", max_iter=300, random_state=0)
-    with threadpool_limits(1):
+    with threadpool_limits(1), warnings.catch_warnings():  # L-BFGS stopping at max_iter is the recipe
+        warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.fit(to_digit8(images) / 16, np.asarray(labels))
     return lambda x: mlp.predict(to_digit8(x) / 16)
 

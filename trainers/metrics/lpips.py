@@ -12,6 +12,7 @@ of different sizes are therefore not comparable; both inputs of one call always 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,9 @@ def load_lpips(net: str = "alex", backbone_weights: str | Path | None = None, de
     except Exception as exc:  # wrong file: missing keys, shapes, not a state_dict
         raise MissingWeightsError(f"{str(path)!r} is not a torchvision {filename} state_dict "
                                   f"({type(exc).__name__}); download the official file") from None
-    model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated pretrained=False
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
     # lpips splits torchvision's `features` into slices keeping the child indices: sliceK.<i>.weight = features.<i>.weight
     features = tv.features.state_dict()
     model.net.load_state_dict({k: features[k.split(".", 1)[1]] for k in model.net.state_dict()})
