@@ -142,6 +142,9 @@ def _mount_trainers() -> None:
 
     app.add_typer(train_app, name="train")
     app.command("translate")(translate_command)
+    from kdpipe.trainers.metrics.cli import eval_command
+
+    app.command("eval")(eval_command)
 
 
 _mount_trainers()
