@@ -28,7 +28,7 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="First generator seed; also seeds KID subsets.")] = 0,
     truncation_psi: Annotated[float, typer.Option(help="Generator truncation (1 = none, the FID convention).")] = 1.0,
     metrics: Annotated[str, typer.Option(help="Comma-separated: fid,kid,pr,lpips-diversity,lpips-pair,attribute,"
-                                              "rc-fc (see kdpipe.trainers.metrics.registry).")] = "fid,kid,pr",
+                                              "rc-fc,identity (see kdpipe.trainers.metrics.registry).")] = "fid,kid,pr",
     features: Annotated[str, typer.Option(help="FID/KID/PR features: inception | digits.")] = "inception",
     inception_weights: Annotated[Optional[Path], typer.Option(
         help="weights-inception-2015-12-05-6726825d.pth (default: torch hub's checkpoint cache).")] = None,

@@ -62,4 +62,6 @@ register(Metric("attribute", "attribute transfer: fraction of generated images w
                 "reference's (paired) with confidence", f"{_M}.attribute:compute_transfer"))
 register(Metric("rc-fc", "seed 000's RC (classifier on real, tested on generated) and FC (trained on generated, "
                 "tested on real) accuracies", f"{_M}.attribute:compute_rc_fc"))
-# identity (faces helper, issue 14): register(Metric("identity", "...", "kdpipe.trainers.metrics.identity:compute"))
+register(Metric("identity", "identity preservation: dlib 128-d face descriptor distance of each image to its source "
+                "(student input, else paired reference); mean, fraction under 0.6 = same person (issue 14)",
+                f"{_M}.identity:compute_identity"))
