@@ -204,8 +204,8 @@ class PairsConfig:
     each sample's json and the manifest (``identity_distance``, null where dlib finds no face) and its distribution
     in the card: ``auto`` (when ``attribute.classifier`` is a built-in face classifier -- face, gender, age,
     face-attributes -- or ``max_identity_distance`` is set), ``always`` (e.g. a ``module:Class`` classifier on a
-    face teacher) or ``never`` (not on/off: YAML reads those as booleans). Costs ~0.2-0.4 s of one CPU core per
-    kept pair (dlib runs on the CPU); when not computed, outputs and fingerprints are as before this field existed."""
+    face teacher) or ``never`` (not on/off: YAML reads those as booleans). Costs ~0.5 s of one CPU core per kept
+    pair at 512-1024 px (dlib runs on the CPU); when not computed, outputs and fingerprints are as before this field existed."""
     max_identity_distance: float | None = None
     """Drop pairs whose identity distance is above this, or unmeasured (no face found by dlib), > 0 (seed 002
     reports identity drift; 0.6 is dlib's same-person threshold); null = keep every pair. Needs ``identity``
