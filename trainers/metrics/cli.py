@@ -57,7 +57,7 @@ def eval_command(
     from kdpipe.trainers.metrics.cache import FeatureCache
     from kdpipe.trainers.metrics.context import EvalOptions
     from kdpipe.trainers.metrics.evaluate import evaluate, summary_lines
-    from kdpipe.trainers.metrics.sources import load_source, student_images
+    from kdpipe.trainers.metrics.sources import is_generator_spec, load_source, student_images
 
     given = [name for name, v in (("--generator", generator), ("--dataset", dataset), ("--student", student),
                                   ("--images", images)) if v is not None]
@@ -76,7 +76,7 @@ def eval_command(
                           device=dev)
     ref = None
     if reference is not None:
-        ref = load_source(reference, reference_n or (n if reference.startswith("builtin:") else None),
+        ref = load_source(reference, reference_n or (n if is_generator_spec(reference) else None),
                           role=reference_role, label_key=label_key, seed=seed, truncation_psi=truncation_psi,
                           device=dev)
     if out is None:

@@ -57,11 +57,12 @@ def run_metrics(ctx: EvalContext, metrics: str) -> list[dict]:
 def _grid(path: Path, ctx: EvalContext) -> None:
     from kdpipe.trainers.core.loop import save_image_grid
 
+    hw = ctx.generated.images.shape[-2:]
     rows = []
-    if ctx.generated.inputs is not None:
+    if ctx.generated.inputs is not None and ctx.generated.inputs.shape[-2:] == hw:
         rows += [to_float(ctx.generated.inputs[:8, i:i + 3]) for i in range(0, ctx.generated.inputs.shape[1], 3)]
     rows.append(to_float(ctx.generated.images[:8]))
-    if ctx.reference is not None and ctx.reference.images.shape[-2:] == ctx.generated.images.shape[-2:]:
+    if ctx.reference is not None and ctx.reference.images.shape[-2:] == hw:  # other sizes: not in the grid
         rows.append(to_float(ctx.reference.images[:8]))
     k = min(r.shape[0] for r in rows)
     save_image_grid(path, [r[:k] for r in rows])

@@ -5,7 +5,8 @@ Sources (``spec`` strings, as ``kdpipe eval`` takes them):
 * ``digits`` -- the 1,797 real digits (:func:`kdpipe.pipeline.digits.real_digits`), classes 0-9.
 * ``builtin:NAME`` or a checkpoint file -- a teacher: image ``i`` from seed ``seed + i``
   (``z = RandomState(seed).randn``, NVlabs' convention), ``truncation_psi``, ``noise_mode='const'``.
-* a dataset directory (``OUT/<task>`` with ``shards/`` and ``SHA256SUMS``, or a directory of ``*.tar``) -- the
+* a dataset directory (``OUT/<task>`` with ``shards/`` and ``SHA256SUMS``, a directory of ``*.tar``, or shard
+  files by glob / braces, e.g. a held-out shard) -- the
   images of one role (``src``, ``tgt``, ``x1``, ``x2``, ``y``), in shard order; labels from ``json[label_key]``
   when every sample has it.
 * an image folder -- its images sorted by name; if it holds only sub-folders, one class per sub-folder (sorted).
@@ -133,6 +134,8 @@ def load_source(spec: str, n: int | None = None, *, role: str = "tgt", label_key
             raise ConfigError(f"generator {spec!r}: pass --n, the number of images to generate")
         return generator_images(spec, n, seed, truncation_psi, device)
     p = Path(spec)
+    if spec.endswith(".tar") or any(c in spec for c in "*?[{"):  # shard files, a glob or braces (a split)
+        return _limit(shard_images(spec, role, label_key), n)
     if not p.is_dir():
         raise DatasetError(f"image source {spec!r} is neither 'digits', a generator (builtin:NAME, .pkl, .pt), "
                            "a dataset directory nor an image folder")
