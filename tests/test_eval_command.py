@@ -67,7 +67,11 @@ def test_per_class_and_rc_fc_on_real_digits(tmp_path):
     assert bad["rc"] < 0.3 and bad["fc"] < 0.3
 
 
-def test_eval_errors_are_one_line(cli, tmp_path):
+def test_eval_errors_are_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    res = cli("eval", "--generator", "builtin:digits-32", "--n", "8", "--reference", "digits", "--out", tmp_path)
+    assert res.exit_code == 2 and "weights-inception-2015-12-05-6726825d.pth not found" in res.output
+    assert not list(tmp_path.glob("eval-*"))
     res = cli("eval", "--generator", "builtin:digits-32", "--n", "8", "--metrics", "fid", "--features", "digits",
               "--out", tmp_path)
     assert res.exit_code == 2 and "pass --reference" in res.output

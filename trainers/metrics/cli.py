@@ -63,6 +63,11 @@ def eval_command(
                                   ("--images", images)) if v is not None]
     if len(given) != 1:
         raise ConfigError(f"give exactly one of --generator, --dataset, --student, --images (got {given or 'none'})")
+    from kdpipe.trainers.metrics.evaluate import FEATURE_METRICS
+    from kdpipe.trainers.metrics.features import get_extractor
+
+    if features != "digits" and any(m.strip() in FEATURE_METRICS for m in metrics.split(",")):
+        get_extractor(features, inception_weights, "cpu")  # a missing weights file fails before images load
     dev = str(resolve_device(device))
     step = None
     if student is not None:
