@@ -26,6 +26,13 @@ MAX_ITEMS = 10 ** 8     # samples / latents / candidates of one task; more is al
 MAX_SEED = 2 ** 32 - 1  # z_from_seeds seeds numpy's RandomState, which takes 32-bit seeds
 
 
+def _resolve_seed_list(name: str, section: Any, per_sample: int) -> None:
+    """``section.seeds`` applied to ``n`` and ``seed`` (:func:`kdpipe.pipeline.latents.apply_seed_list`)."""
+    from kdpipe.pipeline.latents import apply_seed_list
+
+    apply_seed_list(name, section, per_sample)
+
+
 def _check_sharded(name: str, section: Any) -> None:
     """The checks shared by the sections of sharded image stages (``render``, ``pairs``): n, seed, shard_size and
     the PNG level."""
@@ -67,6 +74,11 @@ class RenderConfig:
     """Number of triplets, 1 to 10**8."""
     seed: int = 0
     """Base seed in [0, 2**32 - 1]: sample i uses seeds ``seed + 2i`` (x1, content) and ``seed + 2i + 1`` (x2)."""
+    seeds: str | None = None
+    """Seed list instead of ``seed`` and ``n`` (``kdpipe generate --seeds``), NVlabs range syntax ``0-99,200-201``:
+    sample i uses entries 2i (x1) and 2i + 1 (x2), so ``n`` = half its length (an even length is required and
+    ``n`` / ``seed`` given beside it are replaced). A single run ``a-b`` is stored as ``seed = a``, same
+    fingerprint and bytes as ``--seed a -n (b - a + 1) / 2``. null = use ``seed`` and ``n``."""
     shard_size: int = 256
     """Samples per shard (the unit of resume and of rank splitting), >= 1."""
     mix: str | int = "crossover:4"
@@ -80,6 +92,7 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         check_choice("render.op", self.op, ("style-mix", "morph"))
+        _resolve_seed_list("render", self, 2)
         _check_sharded("render", self)
 
 
@@ -187,6 +200,9 @@ class PairsConfig:
     """Candidate latents, 1 to 10**8; kept pairs are fewer (the card reports the pass rate)."""
     seed: int = 0
     """Candidate i uses seed ``seed + i``, in [0, 2**32 - 1]."""
+    seeds: str | None = None
+    """Seed list instead of ``seed`` and ``n`` (NVlabs range syntax ``0-999,5000``): candidate i uses entry i, ``n``
+    = its length; a single run ``a-b`` is stored as ``seed = a`` (see ``render.seeds``). null = ``seed`` and ``n``."""
     shard_size: int = 256
     """Candidates per shard, >= 1."""
     steps: list = field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.5, 1.0])
@@ -212,6 +228,7 @@ class PairsConfig:
     auto or always."""
 
     def __post_init__(self) -> None:
+        _resolve_seed_list("pairs", self, 1)
         _check_sharded("pairs", self)
         check_choice("pairs.identity", self.identity, ("auto", "always", "never"))
         if self.max_identity_distance is not None:

@@ -6,6 +6,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -24,7 +25,7 @@ from kdpipe.pipeline.teacher.load import load_teacher
 
 # What each dedicated `kdpipe generate` option sets (named in errors: "-n (render.n) is not used by ...").
 CLI_OPTIONS = {"teacher.generator": "--generator", "teacher.truncation_psi": "--truncation-psi", "render.n": "-n",
-               "render.seed": "--seed", "render.mix": "--mix", "runtime.device": "--device",
+               "render.seed": "--seed", "render.seeds": "--seeds", "render.mix": "--mix", "runtime.device": "--device",
                "runtime.batch_size": "--batch-size", "runtime.encode_workers": "--workers",
                "runtime.progress": "--progress"}
 
@@ -47,10 +48,13 @@ def make_context(cfg: PipelineConfig, out: Path, log=print) -> Context:
 
 
 def generate(task: str, out_root: Path, config_file: Path | None = None, overrides: list[str] | None = None,
-             cli: dict | None = None, dry_run: bool = False, log=print) -> list[Decision]:
+             cli: dict | None = None, dry_run: bool = False, log=print,
+             on_plan: Callable[[list[Decision]], None] | None = None) -> list[Decision]:
     """Run (or with ``dry_run`` only plan) ``task`` into ``out_root/<task>``; re-running resumes.
 
     Writes ``config.yaml`` (resolved config) and ``run.json`` (fingerprints, versions, timings) beside the outputs.
+    ``on_plan(decisions)`` is called once the stages are planned, before any work, on rank 0 only (under torchrun
+    or SLURM every rank plans, one prints).
     Raises:
         KdpipeError subclasses for bad config, teacher, or a concurrent run on the same output.
     """
@@ -65,7 +69,7 @@ def generate(task: str, out_root: Path, config_file: Path | None = None, overrid
         ctx.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(ctx.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     t0 = time.time()
-    decisions = run_stages(stages, ctx, dry_run=dry_run)
+    decisions = run_stages(stages, ctx, dry_run=dry_run, on_plan=on_plan if ctx.rank == 0 else None)
     if dry_run:
         return decisions
     run = {"task": task, "kdpipe_version": kdpipe.__version__, "torch": torch.__version__,

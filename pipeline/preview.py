@@ -8,6 +8,7 @@ Reads the first shards of ``OUT/<task>/shards/*.tar`` in order; a row shows a sa
 from __future__ import annotations
 
 import io
+import itertools
 import tarfile
 from pathlib import Path
 
@@ -42,15 +43,19 @@ def _samples(task_dir: Path, n: int):
                     return
 
 
-def contact_sheet(task_dir: str | Path, png: str | Path, rows: int = 8, columns: int = 1, scale: int = 1) -> Path:
+def contact_sheet(task_dir: str | Path, png: str | Path, rows: int = 8, columns: int = 1, scale: int = 1,
+                  samples=None) -> Path:
     """Write a grid of the first ``rows * columns`` samples of ``task_dir`` to ``png``.
 
-    Args: rows / columns: samples down / across (each sample is a group of its images); scale: integer upscale.
+    Args: rows / columns: samples down / across (each sample is a group of its images); scale: integer upscale;
+        samples: instead of reading the shards, an iterable of samples, each a list of uint8 ``[H, W, 3]``
+        arrays of one size (``kdpipe inspect`` passes its thumbnails).
     Raises: DatasetError when the directory has no shards.
     """
     from PIL import Image
 
-    samples = list(_samples(Path(task_dir), rows * columns))
+    source = _samples(Path(task_dir), rows * columns) if samples is None else samples
+    samples = list(itertools.islice(source, rows * columns))
     if not samples:
         raise DatasetError(f"{str(task_dir)!r} has no samples with images")
     h, w, _ = samples[0][0].shape

@@ -84,7 +84,7 @@ def read_sums(fs, root: str) -> list[tuple[str, str]]:
     return parse_sums(fs.cat_file(path).decode(errors="replace"), path)
 
 
-def _local_file(src: Path, name: str) -> Path:
+def local_file(src: Path, name: str) -> Path:
     """``src/name`` if it is a regular file inside ``src`` reached without symlinks, else DatasetError."""
     path = src / name
     for part in [path, *path.parents]:
@@ -118,30 +118,43 @@ def _check_destination(fs, root: str, dest: str, names: set[str], sums: bytes, r
     return bool(present)
 
 
+def finished_entries(src: Path) -> list[tuple[str, str]]:
+    """``SHA256SUMS`` entries ``[(sha256, relative path)]`` of the finished dataset ``src`` (OUT/<task>).
+
+    Raises:
+        DatasetError: a stage is not done, or SHA256SUMS is missing or malformed.
+    """
+    from kdpipe.pipeline.generate import status
+
+    not_done = [r for r in status(src) if r["state"] != "done"]
+    if not_done:
+        r = not_done[0]
+        raise DatasetError(f"'{src}' is not finished: stage {r['stage']} is {r['state']} ({r['detail']}); "
+                           "re-run 'kdpipe generate' first")
+    return read_sums(fsspec.filesystem("file"), str(src))
+
+
 def publish(src: Path, dest: str, log=print, replace: bool = False) -> dict:
     """Copy a finished dataset ``src`` (OUT/<task>) to ``dest`` (path or fsspec URL), verifying every checksum.
 
     A destination holding another dataset is refused unless ``replace``: then a local destination is written
     as a fresh sibling directory and swapped in with two renames (readers see the old or the new dataset);
     on object stores the old ``SHA256SUMS`` is deleted first, stale files removed, and ``SHA256SUMS`` written
-    last. Returns ``{'copied': int, 'skipped': int}``.
+    last. ``hf://datasets/ORG/NAME`` goes to the Hugging Face Hub instead (:func:`kdpipe.pipeline.hub.publish_to_hub`).
+    Returns ``{'copied': int, 'skipped': int}``.
     Raises:
         DatasetError: empty destination, a stage not done, a source file not matching SHA256SUMS or outside the
             dataset, a destination that is a file or holds another dataset, a copy that does not verify, or an
             OSError (disk full, permission) naming the path.
     """
-    from kdpipe.pipeline.generate import status
-
     if not str(dest).strip():
         raise DatasetError("publish destination is empty; pass a directory or an fsspec URL (s3://bucket/name)")
+    if str(dest).startswith("hf://"):
+        from kdpipe.pipeline.hub import publish_to_hub
+
+        return publish_to_hub(src, str(dest), log=log, replace=replace)
     src = Path(src)
-    not_done = [r for r in status(src) if r["state"] != "done"]
-    if not_done:
-        r = not_done[0]
-        raise DatasetError(f"'{src}' is not finished: stage {r['stage']} is {r['state']} ({r['detail']}); "
-                           "re-run 'kdpipe generate' first")
-    local = fsspec.filesystem("file")
-    entries = read_sums(local, str(src))
+    entries = finished_entries(src)
     sums_bytes = (src / SUMS).read_bytes()
     fs, root = _fs(dest)
     try:
@@ -185,7 +198,7 @@ def _copy_all(src: Path, entries, fs, root: str, dest: str, log) -> dict:
     fs.makedirs(root, exist_ok=True)
     copied = skipped = 0
     for digest, name in entries + [(None, SUMS)]:
-        source = _local_file(src, name)
+        source = local_file(src, name)
         if digest is not None and file_sha256(source) != digest:
             raise DatasetError(f"'{source}' does not match {SUMS}; run 'kdpipe verify {src}' and regenerate")
         if digest is None:
@@ -221,7 +234,7 @@ def verify(path: str) -> list[str]:
     for digest, name in read_sums(fs, root):
         if _is_local(fs) and os.path.lexists(Path(root) / name):  # a missing file is reported below
             try:
-                _local_file(Path(root), name)
+                local_file(Path(root), name)
             except DatasetError as err:
                 problems.append(f"{name}: {err}")
                 continue

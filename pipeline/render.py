@@ -94,15 +94,17 @@ class Renderer:
         batch_size: rows of every forward on CUDA; on CPU every forward has :func:`cpu_compute_batch` rows
             (see the module docstring), so there it does not change output.
         fused_modconv: ``None`` = per-device default (:func:`kdpipe.pipeline.teacher.networks.default_fused_modconv`).
+        rows: rows of every forward on any device, overriding the two rules above; ``rows=1`` with
+            ``fused_modconv=True`` is the form of NVlabs ``gen_images.py`` (one image per forward, fused modconv).
     """
 
     def __init__(self, G: Generator, device: torch.device, truncation_psi: float = 0.7,
                  truncation_cutoff: int | None = None, noise_mode: str = "const", batch_size: int = 16,
-                 fused_modconv: bool | None = None):
+                 fused_modconv: bool | None = None, rows: int | None = None):
         self.G, self.device = G, torch.device(device)
         self.truncation_psi, self.truncation_cutoff, self.noise_mode = truncation_psi, truncation_cutoff, noise_mode
-        self.batch_size = (cpu_compute_batch(G.img_resolution) if self.device.type == "cpu"
-                           else max(2, int(batch_size)))
+        self.batch_size = (max(1, int(rows)) if rows is not None else
+                           cpu_compute_batch(G.img_resolution) if self.device.type == "cpu" else max(2, int(batch_size)))
         self.fused_modconv = default_fused_modconv(self.device) if fused_modconv is None else fused_modconv
         if self.device.type == "cpu":
             tune_host_allocator()
@@ -125,11 +127,16 @@ class Renderer:
             yield start, _first_rows(fn(chunk), rows)
 
     @torch.no_grad()
-    def ws_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
-        """Truncated ws of each seed: ``[len(seeds), num_ws, w_dim]`` float32 on ``device``."""
+    def ws_from_seeds(self, seeds: Sequence[int], c: torch.Tensor | None = None) -> torch.Tensor:
+        """Truncated ws of each seed: ``[len(seeds), num_ws, w_dim]`` float32 on ``device``.
+
+        ``c``: class label ``[1, c_dim]`` float32 (one-hot, as NVlabs ``gen_images.py --class``) given to every
+        seed; ``None`` for an unconditional generator.
+        """
         z = z_from_seeds(seeds, self.G.z_dim).to(self.device)
+        c = None if c is None else c.to(self.device, torch.float32).expand(self.batch_size, -1)
         outs = [ws for _, ws in self._forward(z, lambda zz: self.G.mapping(
-            zz, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff))]
+            zz, c, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff))]
         return torch.cat(outs) if outs else z.new_zeros(0, self.G.num_ws, self.G.w_dim)
 
     @torch.no_grad()

@@ -67,7 +67,11 @@ def test_per_class_and_rc_fc_on_real_digits(tmp_path):
     assert bad["rc"] < 0.3 and bad["fc"] < 0.3
 
 
-def test_eval_errors_are_one_line(cli, tmp_path):
+def test_eval_errors_are_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    res = cli("eval", "--generator", "builtin:digits-32", "--n", "8", "--reference", "digits", "--out", tmp_path)
+    assert res.exit_code == 2 and "weights-inception-2015-12-05-6726825d.pth not found" in res.output
+    assert not list(tmp_path.glob("eval-*"))
     res = cli("eval", "--generator", "builtin:digits-32", "--n", "8", "--metrics", "fid", "--features", "digits",
               "--out", tmp_path)
     assert res.exit_code == 2 and "pass --reference" in res.output
@@ -107,3 +111,18 @@ def test_student_run_evaluated_end_to_end_and_eval_hook_leaves_training_unchange
     assert docs[0]["generated"]["step"] == 2 and docs[0]["generated"]["n"] == 16
     assert values["lpips_pair"] > 0 and 0 <= values["attribute_moved"] <= 1
     assert rows[-1]["step"] == 2 and rows[-1]["eval/fid"] == values["fid"]
+
+
+def test_identity_metric_on_the_astronaut_and_its_mirror():
+    from skimage import data
+
+    from kdpipe.trainers.metrics.context import EvalOptions
+    from kdpipe.trainers.metrics.evaluate import evaluate
+    from kdpipe.trainers.metrics.sources import ImageSet
+
+    photo = torch.from_numpy(data.astronaut()[::2, ::2].copy()).permute(2, 0, 1)[None]  # uint8 [1, 3, 256, 256]
+    blank = torch.zeros_like(photo)
+    translated = ImageSet(torch.cat([photo.flip(3), blank]), "mirrored", inputs=torch.cat([photo, photo]))
+    values = evaluate(translated, None, "identity", EvalOptions())["results"][0]["values"]
+    assert values["identity_faces"] == 0.5  # the blank output has no face: left out, counted
+    assert values["identity_same_person"] == 1.0 and 0 <= values["identity_distance"] < 0.6

@@ -156,8 +156,8 @@ def test_identity_metric_in_kdpipe_eval(cli, tmp_path, astronaut):
     (row,) = result["results"]
     values = row["values"]
     assert row["metric"] == "identity" and row["value"] == values["identity_distance"]
-    assert values["identity_measured"] == pytest.approx(2 / 3)  # no face in the noise image
+    assert values["identity_faces"] == pytest.approx(2 / 3)  # no face in the noise image: left out, counted
     assert values["identity_same_person"] == 1.0 and 0.05 < values["identity_distance"] < 0.6
     res = cli("eval", "--images", gen, "--metrics", "identity", "--no-cache", "--no-progress", "--device", "cpu",
               "--out", tmp_path / "res2")
-    assert res.exit_code == 2 and "paired --reference" in res.output
+    assert res.exit_code == 2 and "pass --reference" in res.output and "Traceback" not in res.output

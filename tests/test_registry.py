@@ -24,6 +24,17 @@ TINY_STYLEGAN2 = {"data.resolution": 8, "data.batch_size": 4, "model.z_dim": 8, 
                   "model.channel_base": 64, "model.channel_max": 8, "loop.sample_every": 0, "loop.log_every": 1,
                   "loop.ckpt_every": 4}
 
+TINY_COMPRESS = {"data.batch_size": 2, "loop.sample_every": 0, "loop.log_every": 1, "loop.ckpt_every": 4,
+                 "loss.lambda_lpips": 0.0, "loss.ld_pca_components": 1, "loss.ld_pca_samples": 16, "report.seeds": 2,
+                 "report.fid_samples": 0, "report.speed_batch": 1, "report.speed_repeats": 1}
+
+TINY_FEWSHOT = {"data.batch_size": 2, "loss.dist_batch": 2, "loss.layers": [16], "loop.sample_every": 0,
+                "loop.log_every": 1, "loop.ckpt_every": 4}
+
+
+TINY_X2I = {"model.channel_base": 64, "model.channel_max": 8, "loop.deterministic": True, "loop.sample_every": 0,
+            "loop.log_every": 1}
+
 
 def _folder(root: Path) -> Path:
     rng = np.random.default_rng(0)
@@ -49,6 +60,12 @@ def trainer_args(tmp_path_factory) -> dict[str, list[str]]:
         "stargan2-kd": ["--teacher", "builtin:random-16", *_set(TINY_SG2)],
         "stargan2": ["--data", str(_folder(root / "folder")), "--batch-size", "2", *_set(TINY_SG2)],
         "stylegan2": ["--data", "digits", *_set(TINY_STYLEGAN2)],
+        "stylegan2-compress": ["--teacher", "builtin:random-16", *_set(TINY_COMPRESS)],
+
+        "stylegan2-fewshot": ["--teacher", "builtin:random-16", "--data", str(_folder(root / "fewshot")),
+                              "--method", "cdc", *_set(TINY_FEWSHOT)],
+
+        "x2i": ["--teacher", "builtin:random-16", "--batch-size", "2", *_set(TINY_X2I)],
     }
 
 

@@ -151,19 +151,34 @@ _mount()
 
 @report_user_errors
 def translate_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or directories, then OUT_DIR last.")],
+    inputs: Annotated[list[Path], typer.Argument(help=(
+        "Image files and/or directories, then OUT_DIR last (unconditional students: OUT_DIR only, with --seeds)."))],
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (ckpt-*.pt).")],
     x2: Annotated[Optional[list[Path]], typer.Option(help="Triplet students: directory of same-named second images.")] = None,
+    ref_dir: Annotated[Optional[list[Path]], typer.Option(help=(
+        "StarGANv2: reference images (directory with one sub-folder per domain, or files with --domain); "
+        "one output SOURCE__DOMAIN__ref-REF.png per source x reference."))] = None,
+    domain: Annotated[Optional[list[str]], typer.Option(help=(
+        "StarGANv2: target domain, name or index (repeatable); with --seeds default all domains."))] = None,
+    seeds: Annotated[Optional[str], typer.Option(help=(
+        "Seeds such as 0-3,10 (z = RandomState(seed).randn). StarGANv2 latent-guided: one output "
+        "SOURCE__DOMAIN__seedNNNN.png per source x domain x seed; StyleGAN2 students: seedNNNN.png."))] = None,
+    align: Annotated[bool, typer.Option(help="FFHQ-align each photo first (dlib landmarks), as face students "
+                                             "were trained.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
-    size: Annotated[Optional[int], typer.Option(help="Resize side; default training size; 0 = keep size.")] = None,
+    size: Annotated[Optional[int], typer.Option(
+        help="Resize side in px; default training size; 0 = keep size.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
-    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use G_ema when present.")] = True,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use G_ema / the EMA networks when present.")] = True,
 ) -> None:
     """Apply a trained student to images: kdpipe translate --checkpoint CKPT IN_DIR_OR_IMAGES... OUT_DIR."""
+    from kdpipe.pipeline.latents import parse_seeds
+
     from .translate import translate
 
-    if len(inputs) < 2:
+    if len(inputs) < 2 and seeds is None:
         raise KdpipeError("give at least one input (image or directory) and then OUT_DIR")
-    written = translate(checkpoint, inputs[:-1], inputs[-1], x2=x2, batch_size=batch_size, size=size,
-                        device=device, use_ema=ema)
+    written = translate(checkpoint, inputs[:-1], inputs[-1], x2=x2, ref=ref_dir, domains=domain,
+                        seeds=parse_seeds(seeds) if seeds is not None else None, batch_size=batch_size, size=size,
+                        device=device, use_ema=ema, align=align)
     typer.echo(f"wrote {len(written)} image(s) to {inputs[-1]}")

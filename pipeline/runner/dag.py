@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -45,6 +45,9 @@ NON_SEMANTIC = {"runtime": ("device", "batch_size", "encode_workers", "progress"
 # (:meth:`kdpipe.pipeline.stages.pairs.PairsStage.revisions`).
 VIA_REVISIONS = {"pairs": ("identity", "max_identity_distance")}
 STATE_DIR = "stages"
+# Fields added after datasets existed: left out of the fingerprint while null, so those datasets' fingerprints
+# (and every pinned one) stay valid; set, they count like any other field.
+ADDED_WHEN_SET = {"render": ("seeds",), "pairs": ("seeds",)}
 
 
 def world_from_env(env=os.environ) -> tuple[int, int]:
@@ -80,12 +83,15 @@ def world_from_env(env=os.environ) -> tuple[int, int]:
 
 def semantic_config(stage: Stage, cfg: PipelineConfig) -> dict:
     """The part of ``cfg`` that changes ``stage``'s output (its sections minus :data:`NON_SEMANTIC` and
-    :data:`VIA_REVISIONS`)."""
+    :data:`VIA_REVISIONS`, and minus the :data:`ADDED_WHEN_SET` fields left null)."""
     out = {}
     for section in stage.sections:
         values = dict(vars(cfg.section(section)))
         for key in NON_SEMANTIC.get(section, ()) + VIA_REVISIONS.get(section, ()):
             values.pop(key, None)
+        for key in ADDED_WHEN_SET.get(section, ()):
+            if values.get(key) is None:
+                values.pop(key, None)
         out[section] = values
     return out
 
@@ -196,13 +202,17 @@ def plan(stages: list[Stage], ctx: Context) -> list[Decision]:
     return decisions
 
 
-def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False) -> list[Decision]:
+def run_stages(stages: list[Stage], ctx: Context, dry_run: bool = False,
+               on_plan: Callable[[list[Decision]], None] | None = None) -> list[Decision]:
     """Run the stages of one task, resuming where a previous run stopped.
 
-    Returns the decisions taken. With ``dry_run`` nothing is written. A rank whose shards are done but whose
-    peers are not yet finished stops after the sharded stage (the last rank runs the reduce stages).
+    Returns the decisions taken; ``on_plan(decisions)`` is called with them before any work starts (also on a
+    dry run). With ``dry_run`` nothing is written. A rank whose shards are done but whose peers are not yet
+    finished stops after the sharded stage (the last rank runs the reduce stages).
     """
     decisions = plan(stages, ctx)
+    if on_plan is not None:
+        on_plan(decisions)
     if dry_run:
         return decisions
     ctx.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Stage ``pairs`` (render/select) of attribute-pair tasks (seed 002 "Dataset generation", steps 5-7).
 
-For candidate ``i`` (seed ``pairs.seed + i``, truncated ws):
+For candidate ``i`` (seed ``pairs.seed + i``, or entry ``i`` of ``pairs.seeds``; truncated ws):
 
 * binary attributes (gender, brightness): render ``G(w + t * scale * delta)`` on the direction's layers for each
   ``t`` in ``pairs.steps`` (default -1, -1/2, 0, 1/2, 1), classify every image, and keep the pair (a, b),
@@ -31,6 +31,7 @@ import torch
 from kdpipe.errors import ConfigError
 from kdpipe.images import hwc_to_float
 from kdpipe.pipeline.attributes.labels import FACE_CLASSIFIERS, classify_images, labels, make_classifier, usable
+from kdpipe.pipeline.latents import sample_seeds
 from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.runner.sharded import ShardedStage
 from kdpipe.pipeline.runner.shards import encode_json, encode_npy, encode_png, write_shard
@@ -133,7 +134,8 @@ class PairsStage(ShardedStage):
         step = max(1, r.batch_size // max(2, len(pc.steps)))  # candidates per forward
         for a in range(0, len(indices), step):
             chunk = list(indices[a:a + step])
-            ws = r.ws_from_seeds([pc.seed + i for i in chunk]).cpu()
+            seeds = {i: sample_seeds(pc.seed, i, 1, pc.seeds)[0] for i in chunk}
+            ws = r.ws_from_seeds([seeds[i] for i in chunk]).cpu()
             picked = (self._pick_binary if direction["kind"] == "binary" else self._pick_bins)(
                 ctx, r, ws, layers, direction, stats)
             dist = identity_distances(picked) if identity else [None] * len(picked)
@@ -147,7 +149,7 @@ class PairsStage(ShardedStage):
                     continue
                 stats["pairs.kept"] += 1
                 info, imgs, lat = picked[j]
-                info = dict(info, task=cfg.task, index=i, seed=pc.seed + i, attribute=ac.name,
+                info = dict(info, task=cfg.task, index=i, seed=seeds[i], attribute=ac.name,
                             truncation_psi=cfg.teacher.truncation_psi, teacher=teacher.name,
                             teacher_sha256=teacher.sha256, layers=layers)
                 identity_col = {"identity_distance": dist[j]} if identity else {}
@@ -156,7 +158,7 @@ class PairsStage(ShardedStage):
                 samples.append({"__key__": f"{i:08d}", "src.png": encode_png(imgs[0], lvl, enc),
                                 "tgt.png": encode_png(imgs[1], lvl, enc), "json": encode_json(info),
                                 "latents.npy": encode_npy(lat)})
-                rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": pc.seed + i,
+                rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": seeds[i],
                              "direction": info["direction"], "src_t": info["src"]["t"], "tgt_t": info["tgt"]["t"],
                              **{f"src_{n}": v for n, v in info["src"]["attributes"].items()},
                              **{f"tgt_{n}": v for n, v in info["tgt"]["attributes"].items()}, **identity_col})

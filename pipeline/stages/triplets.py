@@ -1,6 +1,7 @@
 """Stage ``render`` for triplet tasks (style-mix, morph): sharded, resumable, rank-splittable.
 
-Sample ``i``: seeds ``s1 = seed + 2i`` (x1, content) and ``s2 = seed + 2i + 1`` (x2, style/reference);
+Sample ``i``: seeds ``s1 = seed + 2i`` (x1, content) and ``s2 = seed + 2i + 1`` (x2, style/reference), or
+entries ``2i`` and ``2i + 1`` of ``render.seeds`` when a seed list is given;
 ``w1, w2`` = truncated ``G.mapping`` outputs; ``x1 = G.synthesis(w1)``, ``x2 = G.synthesis(w2)``;
 target ``y = G.synthesis(mix_ws(w1, w2, layers))`` (style-mix, seed 000 Sec. 3.1: w1 on the first layers)
 or ``G.synthesis((w1 + w2) / 2)`` (morph, seed 002 Sec. 5). Shard ``k`` holds samples
@@ -58,7 +59,7 @@ class TripletRender(ShardedStage):
                 "noise_mode": tc.noise_mode, "teacher": teacher.name, "teacher_sha256": teacher.sha256}
 
         def render(chunk):
-            seeds = [sample_seeds(rc.seed, i, 2) for i in chunk]
+            seeds = [sample_seeds(rc.seed, i, 2, rc.seeds) for i in chunk]
             ws = renderer.ws_from_seeds([s for pair in seeds for s in pair]).reshape(len(chunk), 2, G.num_ws, -1)
             w1, w2 = ws[:, 0], ws[:, 1]
             wy = mix_ws(w1, w2, layers) if layers is not None else morph_ws(w1, w2)
@@ -79,6 +80,6 @@ class TripletRender(ShardedStage):
                     "latents.npy": encode_npy(lat)}
 
         rows = [{"key": f"{i:08d}", "shard": path.name, "index": i, "seed_x1": s1, "seed_x2": s2}
-                for i in indices for s1, s2 in [sample_seeds(rc.seed, i, 2)]]
+                for i in indices for s1, s2 in [sample_seeds(rc.seed, i, 2, rc.seeds)]]
         workers = rt.encode_workers if rt.encode_workers is not None else default_encode_workers(ctx.device)
         write_shard(path, pipelined(chunks, render, encode, workers, device=ctx.device), fingerprint, rows)

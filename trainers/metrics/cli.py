@@ -28,7 +28,7 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="First generator seed; also seeds KID subsets.")] = 0,
     truncation_psi: Annotated[float, typer.Option(help="Generator truncation (1 = none, the FID convention).")] = 1.0,
     metrics: Annotated[str, typer.Option(help="Comma-separated: fid,kid,pr,lpips-diversity,lpips-pair,attribute,"
-                                              "rc-fc,identity (see kdpipe.trainers.metrics.registry).")] = "fid,kid,pr",
+                                              "rc-fc (see kdpipe.trainers.metrics.registry).")] = "fid,kid,pr",
     features: Annotated[str, typer.Option(help="FID/KID/PR features: inception | digits.")] = "inception",
     inception_weights: Annotated[Optional[Path], typer.Option(
         help="weights-inception-2015-12-05-6726825d.pth (default: torch hub's checkpoint cache).")] = None,
@@ -63,6 +63,11 @@ def eval_command(
                                   ("--images", images)) if v is not None]
     if len(given) != 1:
         raise ConfigError(f"give exactly one of --generator, --dataset, --student, --images (got {given or 'none'})")
+    from kdpipe.trainers.metrics.evaluate import FEATURE_METRICS
+    from kdpipe.trainers.metrics.features import get_extractor
+
+    if features != "digits" and any(m.strip() in FEATURE_METRICS for m in metrics.split(",")):
+        get_extractor(features, inception_weights, "cpu")  # a missing weights file fails before images load
     dev = str(resolve_device(device))
     step = None
     if student is not None:

@@ -27,9 +27,13 @@ class EvalOptions:
     inception_weights: str | None = None
     """``weights-inception-2015-12-05-6726825d.pth``; None = torch hub's checkpoint cache."""
     device: str = "cpu"
+    """Where features and LPIPS run (``cpu``, ``cuda:N``)."""
     batch_size: int = 64
+    """Images per feature / LPIPS forward."""
     kid_subsets: int = 100
+    """KID: number of random subsets (torch-fidelity's default)."""
     kid_subset_size: int = 1000
+    """KID: images per subset, clamped to the smaller set's size."""
     pr_k: int = 3
     """Neighbourhood size k of precision/recall (Kynkaanniemi et al. 2019: 3)."""
     lpips_net: str = "alex"

@@ -100,7 +100,8 @@ def evaluate(generated: ImageSet, reference: ImageSet | None, metrics: str, opti
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000:06d}"
+        now = time.time()  # names sort in time order: UTC second, then microseconds within it
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now * 1e6) % 1_000_000:06d}"
         doc["json"] = str(out / f"eval-{stamp}.json")
         atomic_write_text(out / f"eval-{stamp}.json", json.dumps(doc, indent=1, default=float) + "\n")
         _grid(out / f"eval-{stamp}.png", ctx)

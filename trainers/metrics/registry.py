@@ -52,9 +52,8 @@ _ALL = (
            "reference's (paired) with confidence", f"{_M}.attribute:compute_transfer"),
     Metric("rc-fc", "seed 000's RC (classifier on real, tested on generated) and FC (trained on generated, tested "
            "on real) accuracies", f"{_M}.attribute:compute_rc_fc"),
-    Metric("identity", "identity preservation: dlib 128-d face descriptor distance of each image to its source "
-           "(student input, else paired reference); mean, fraction under 0.6 = same person (issue 14)",
-           f"{_M}.identity:compute_identity"),
+    Metric("identity", "identity preservation: dlib face-descriptor distance of translated vs source image "
+           "(< 0.6 = same person)", f"{_M}.identity:compute"),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 """Name -> metric, in the order ``--help`` lists them."""

@@ -57,6 +57,9 @@ class TeacherTriplets:
         ws_y: the target's latents ``[N, num_ws, w_dim]`` (its synthesis features are the Eq. 3 targets).
         y_features: ``{res: [N, C, res, res]}`` teacher synthesis features of ``ws_y`` (None until computed).
         z2: the style image's z ``[N, z_dim]`` (online only; the latent-guided student maps it), else None.
+        x1_features: ``{res: [N, C, res, res]}`` teacher synthesis features of x1's latents (online always; shards
+            with ``need_x1``; the X2I student's Eq. 6 targets), else None.
+        z1: the content image's z ``[N, z_dim]`` (online always; shards with ``need_x1`` and json seeds), else None.
     With ``identity`` (the KD* ablation) x2 and y are x1 and ws_y is x1's latents.
     """
 
@@ -66,6 +69,8 @@ class TeacherTriplets:
     ws_y: torch.Tensor
     y_features: dict | None = None
     z2: torch.Tensor | None = None
+    x1_features: dict | None = None
+    z1: torch.Tensor | None = None
 
 
 def triplet_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
@@ -118,9 +123,10 @@ def online_triplets(renderer: Renderer, index: torch.Tensor, base_seed: int, mix
     n = len(index)
     if identity:  # x2 = y = x1, so the latent-guided student maps x1's z
         img, feats = renderer.synthesize(ws1)
-        return TeacherTriplets(img, img, img, ws1, feats, z1)
+        return TeacherTriplets(img, img, img, ws1, feats, z1, feats, z1)
     img, feats = renderer.synthesize(torch.cat([ws1, ws2, ws_y]))
-    return TeacherTriplets(img[:n], img[n:2 * n], img[2 * n:], ws_y, {r: f[2 * n:] for r, f in feats.items()}, z2)
+    return TeacherTriplets(img[:n], img[n:2 * n], img[2 * n:], ws_y, {r: f[2 * n:] for r, f in feats.items()}, z2,
+                           {r: f[:n] for r, f in feats.items()}, z1)
 
 
 class TripletShardBatches(ShardBatches):
@@ -183,12 +189,13 @@ def shard_batches(path: str, batch_size: int, seed: int, num_workers: int = 0, s
 
 @torch.no_grad()
 def shard_triplets(renderer: Renderer, batch: dict[str, Any], teacher_sha256: str | None, identity: bool = False,
-                   need_z: bool = False) -> TeacherTriplets:
+                   need_z: bool = False, need_x1: bool = False) -> TeacherTriplets:
     """Turn a shard batch into :class:`TeacherTriplets`, re-synthesising y's features from its latents.
 
     The features come from ``renderer.synthesize`` (the fixed-row forwards of :func:`online_triplets`). With
     ``need_z`` (latent-guided KD) the style image's z is rebuilt from the json ``seeds`` (NVlabs seed convention,
-    as the pipeline drew it); shards store ws, which the student's mapping network does not take.
+    as the pipeline drew it); shards store ws, which the student's mapping network does not take. With ``need_x1``
+    (the X2I student) x1's features are synthesised too and, where the json has ``seeds``, its z1 rebuilt.
 
     Raises:
         DatasetError: the shards were made by another teacher (``json.teacher_sha256`` differs) or with another
@@ -222,10 +229,16 @@ def shard_triplets(renderer: Renderer, batch: dict[str, Any], teacher_sha256: st
                                "cannot be rebuilt for latent-guided KD; use loss.mode=reference or data.source=online")
         z = z_from_seeds([s[0] if identity else s[1] for s in seeds], G.z_dim).to(device)
     ws_y = lat[:, 0] if identity else lat[:, 2]
-    _, feats = renderer.synthesize(ws_y)
+    n = len(ws_y)
+    _, feats = renderer.synthesize(torch.cat([lat[:, 0], ws_y]) if need_x1 and not identity else ws_y)
+    x1_feats = {r: f[:n] for r, f in feats.items()} if need_x1 else None
+    feats = {r: f[-n:] for r, f in feats.items()}
+    z1 = None
+    if need_x1 and all(s is not None and len(s) == 2 for s in batch["seeds"]):
+        z1 = z_from_seeds([s[0] for s in batch["seeds"]], G.z_dim).to(device)
     if identity:
-        return TeacherTriplets(x1, x1, x1, ws_y, feats, z)
-    return TeacherTriplets(x1, x2, y, ws_y, feats, z)
+        return TeacherTriplets(x1, x1, x1, ws_y, feats, z, x1_feats, z1)
+    return TeacherTriplets(x1, x2, y, ws_y, feats, z, x1_feats, z1)
 
 
 # ---------------------------------------------------------------------------------------------- domain folders

@@ -69,16 +69,18 @@ class FinetuneTrainer:
         cfg: resolved :class:`FTConfig` (``model`` must match the init checkpoint's).
         num_domains: number of target classes (>= 2).
         init_models: ``{net name: state_dict}`` from a KD (or finetune) checkpoint, or None.
+        domains: domain names (label order), saved in checkpoints for ``kdpipe translate --domain NAME``.
     """
 
     name = TRAINER
 
     def __init__(self, cfg: FTConfig, num_domains: int, init_models: dict | None = None,
-                 dist: DistInfo = DistInfo()):
+                 dist: DistInfo = DistInfo(), domains: list[str] | None = None):
         if cfg.loop.precision == "fp16":
             raise ConfigError("loop.precision=fp16 is not supported by the StarGANv2 trainers (several optimisers "
                               "and the R1 double backward); use bf16 or fp32")
         self.cfg, self.dist, self.device = cfg, dist, dist.device
+        self.domains = list(domains) if domains is not None else [str(k) for k in range(num_domains)]
         self.nets = build_nets(**model_kwargs(cfg, num_domains)).to(self.device)
         if init_models is not None:
             for k in NET_NAMES:
@@ -147,7 +149,7 @@ class FinetuneTrainer:
     def state_dict(self) -> dict[str, Any]:
         return {"models": {k: v.state_dict() for k, v in self.nets.items()},
                 "ema": {k: e.state_dict() for k, e in self.ema.items()},
-                "optimizers": {k: v.state_dict() for k, v in self.optims.items()}}
+                "optimizers": {k: v.state_dict() for k, v in self.optims.items()}, "domains": self.domains}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in self.nets.items():
@@ -193,7 +195,7 @@ def setup(cfg: FTConfig, state: dict | None, overrides: dict[str, Any]):
     folder = DomainFolder(cfg.data.path, cfg.model.img_size, cfg.data.on_bad_image)
 
     def build(dist: DistInfo):
-        trainer = FinetuneTrainer(cfg, folder.num_domains, init_models, dist)
+        trainer = FinetuneTrainer(cfg, folder.num_domains, init_models, dist, folder.domains)
         if dist.is_main:
             Path(cfg.loop.out_dir).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(cfg.loop.out_dir) / "data.json", json.dumps(folder.summary(), indent=1))

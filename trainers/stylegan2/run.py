@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+
+import torch
 
 from kdpipe.errors import ConfigError
 from kdpipe.trainers.core.loop import DistInfo, FitResult
@@ -23,11 +25,18 @@ def setup(cfg: StyleGAN2TrainConfig, state: dict[str, Any] | None, overrides: Ma
     if not cfg.data.path:
         raise ConfigError("no training images; pass --data (an image folder, a kdpipe shard directory or 'digits')")
     images = load_images(cfg.data.path, cfg.data.resolution)
+    return build_on_images(cfg, images, lambda dist: StyleGAN2Trainer(cfg, images.shape[-1], dist))
+
+
+def build_on_images(cfg: Any, images: torch.Tensor, make_trainer: Callable[[DistInfo], Any]):
+    """``build(dist) -> (make_trainer(dist), batches)`` with batches of the in-memory uint8 ``images``
+    (:func:`kdpipe.trainers.stylegan2.data.image_batches`, ``cfg.data``'s batch size and xflip, ``cfg.loop.seed``).
+    ``build`` raises ConfigError when the batch does not split over the processes."""
 
     def build(dist: DistInfo):
         if cfg.data.batch_size % dist.world_size:
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by {dist.world_size} processes")
-        trainer = StyleGAN2Trainer(cfg, images.shape[-1], dist)
+        trainer = make_trainer(dist)
 
         def batches(pos):
             return image_batches(images, cfg.data.batch_size, cfg.loop.seed, pos, dist.rank, dist.world_size,

@@ -149,12 +149,17 @@ class StyleGAN2Trainer:
 
     name = NAME
 
-    def __init__(self, cfg: StyleGAN2TrainConfig, resolution: int, dist: DistInfo):
+    def __init__(self, cfg: StyleGAN2TrainConfig, resolution: int, dist: DistInfo,
+                 networks: tuple[Generator, Discriminator] | None = None):
+        """``networks``: start from these (G, D) (trainable copies, e.g. of a loaded teacher) instead of
+        :func:`build_networks`."""
         m, self.cfg, self.dist, self.device = cfg.model, cfg, dist, dist.device
         if cfg.loop.precision != "fp32":
             raise ConfigError(f"loop.precision={cfg.loop.precision!r}: the stylegan2 trainer runs fp32 only")
         torch.manual_seed(cfg.loop.seed)
-        self.G, self.D = (net.to(self.device) for net in build_networks(m, resolution))
+        if networks is None:
+            networks = build_networks(m, resolution)
+        self.G, self.D = (net.train().requires_grad_(False).to(self.device) for net in networks)
         self.G_ema = copy.deepcopy(self.G).eval()
         self.pl = PathLengthRegularizer(m.pl_decay, m.pl_weight).to(self.device)
         lr_g, betas_g = lazy_adam_hyperparams(m.lr, (m.beta1, m.beta2), m.pl_interval if m.pl_weight > 0 else None)
@@ -206,11 +211,35 @@ class StyleGAN2Trainer:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn([n, self.G.z_dim]).to(self.device)
 
+    def _greg(self, n: int, step: int, out: dict) -> None:
+        """Greg phase (every ``pl_interval`` steps when ``pl_weight > 0``): lazy path-length penalty on
+        ``n / pl_batch_shrink`` fresh samples; logs ``Loss/pl_penalty`` into ``out``."""
+        m = self.cfg.model
+        if m.pl_weight > 0 and step % m.pl_interval == 0:
+            self.G.requires_grad_(True)
+            n_pl = max(n // m.pl_batch_shrink, 1)
+            img, ws = self._run_G(self._z(n_pl))
+            penalty = self.pl(img, ws)
+            self._step(self.G, self.opt_G, (img[:, 0, 0, 0] * 0 + penalty).mean() * m.pl_interval)
+            out["Loss/pl_penalty"] = penalty.detach().mean()
+
+    def _dreg(self, real: torch.Tensor, step: int, out: dict) -> None:
+        """Dreg phase (every ``r1_interval`` steps when ``r1_gamma > 0``): lazy R1 on the real images (image-level
+        D); logs ``Loss/r1_penalty`` into ``out``."""
+        m = self.cfg.model
+        if m.r1_gamma > 0 and step % m.r1_interval == 0:
+            self.D.requires_grad_(True)
+            real_tmp = real.detach().requires_grad_(True)
+            logits = self._run_D(real_tmp)
+            penalty = r1_penalty(real_tmp, logits)
+            self._step(self.D, self.opt_D, (logits * 0 + penalty.unsqueeze(1) * (m.r1_gamma / 2)).mean()
+                       * m.r1_interval)
+            out["Loss/r1_penalty"] = penalty.detach().mean()
+
     # ---------------------------------------------------------------------------------------------- step
 
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor | float]:
         """One minibatch through the four phases; returns upstream loss names (detached scalars)."""
-        m = self.cfg.model
         real = batch["image"].to(self.device)
         n = real.shape[0]
         out: dict[str, torch.Tensor | float] = {}
@@ -221,13 +250,7 @@ class StyleGAN2Trainer:
         self._step(self.G, self.opt_G, loss_G)
         out["Loss/G/loss"] = loss_G.detach()
 
-        if m.pl_weight > 0 and step % m.pl_interval == 0:  # Greg
-            self.G.requires_grad_(True)
-            n_pl = max(n // m.pl_batch_shrink, 1)
-            img, ws = self._run_G(self._z(n_pl))
-            penalty = self.pl(img, ws)
-            self._step(self.G, self.opt_G, (img[:, 0, 0, 0] * 0 + penalty).mean() * m.pl_interval)
-            out["Loss/pl_penalty"] = penalty.detach().mean()
+        self._greg(n, step, out)
 
         with torch.no_grad():  # Dmain
             fake, _ = self._run_G(self._z(n))
@@ -236,14 +259,7 @@ class StyleGAN2Trainer:
         self._step(self.D, self.opt_D, loss_Dgen + loss_Dreal)
         out["Loss/D/loss"] = (loss_Dgen + loss_Dreal).detach()
 
-        if m.r1_gamma > 0 and step % m.r1_interval == 0:  # Dreg
-            self.D.requires_grad_(True)
-            real_tmp = real.detach().requires_grad_(True)
-            logits = self._run_D(real_tmp)
-            penalty = r1_penalty(real_tmp, logits)
-            self._step(self.D, self.opt_D, (logits * 0 + penalty.unsqueeze(1) * (m.r1_gamma / 2)).mean()
-                       * m.r1_interval)
-            out["Loss/r1_penalty"] = penalty.detach().mean()
+        self._dreg(real, step, out)
 
         self._update_ema(n * self.dist.world_size)
         if self.dist.is_main and ((step + 1) % self.cfg.loop.ckpt_every == 0 or step + 1 == self.cfg.loop.steps):
