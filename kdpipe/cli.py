@@ -23,6 +23,8 @@ from kdpipe.errors import report_user_errors  # KdpipeError / user-fixable OSErr
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kdpipe.trainers.cli:train_app", "Train a student (kdpipe train NAME --help lists its fields)."),
     "translate": ("kdpipe.trainers.cli:translate_command", "Apply a trained student to images."),
+    "eval": ("kdpipe.trainers.metrics.cli:eval_command",
+             "Evaluate images: FID, KID, precision/recall, LPIPS, attribute transfer (--help)."),
 }
 """Commands whose module imports torch at import time: name -> ("module:attribute", one-line help for ``--help``).
 The attribute is a ``typer.Typer`` (a group) or a typer command function; it is imported only when the command

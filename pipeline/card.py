@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from string import Template
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
@@ -92,7 +93,29 @@ def _distributions(table: pa.Table) -> str:
             if len(counts) <= 20:
                 parts = ", ".join(f"{c['values']}: {c['counts']}" for c in sorted(counts, key=lambda c: str(c["values"])))
                 lines.append(f"\n`{name}`: {parts}")
-    return "\n".join(lines) if len(lines) > 2 else "No per-sample attributes (unfiltered task)."
+    return ("\n".join(lines) if len(lines) > 2 else "No per-sample attributes (unfiltered task).") + _identity(table)
+
+
+IDENTITY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""Histogram edges of the card's identity distances (dlib descriptors; 0.6 = same person); the last bin is open."""
+
+
+def _identity(table: pa.Table) -> str:
+    """The card's identity paragraph for pair datasets with an ``identity_distance`` column, '' for others:
+    pairs measured, median and 10/90 % quantiles, the share under 0.6 and a histogram."""
+    if "identity_distance" not in table.column_names:
+        return ""
+    values = [v for v in table["identity_distance"].to_pylist() if v is not None and math.isfinite(v)]
+    head = ("\n\nIdentity distance src vs tgt (dlib 128-d face descriptors, Euclidean; < 0.6 = the same person): ")
+    if not values:
+        return head + f"dlib found no face in any of the {table.num_rows} pairs."
+    d = np.asarray(values, dtype=np.float64)
+    q10, q50, q90 = np.quantile(d, [0.1, 0.5, 0.9])
+    edges = list(IDENTITY_BINS) + [math.inf]
+    counts = np.histogram(d, bins=edges)[0]
+    hist = ", ".join(f"[{a:g}, {b:g}): {c}" for a, b, c in zip(edges, edges[1:], counts))
+    return head + (f"measured on {len(d)} of {table.num_rows} pairs; median {q50:.3f} (10 % {q10:.3f}, 90 % "
+                   f"{q90:.3f}); {np.mean(d < 0.6):.1%} under 0.6. Histogram: {hist}.")
 
 
 def _filters(summaries: dict) -> str:
@@ -122,6 +145,9 @@ def render_card(cfg: dict, table: pa.Table, teacher: str, teacher_sha256: str, t
     settings = {k: v for k, v in cfg.items() if k not in ("runtime", "description", "card")}
     # The checkpoint's local path stays private (and out of the bytes): name and sha256 identify the teacher.
     settings["teacher"] = {k: v for k, v in settings["teacher"].items() if k != "generator"}
+    if "identity_distance" not in table.column_names and "pairs" in settings:  # not measured: the card is as
+        settings["pairs"] = {k: v for k, v in settings["pairs"].items()  # it was before these settings existed
+                             if k not in ("identity", "max_identity_distance")}
     task_doc_path = CARD_DIR / f"{task}.md"
     tc = cfg["teacher"]
     values = dict(

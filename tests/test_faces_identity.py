@@ -135,3 +135,29 @@ def test_align_command(cli, tmp_path, astronaut):
     assert np.asarray(Image.open(tmp_path / "out" / "astro.png")).shape == (64, 64, 3)
     res = cli("align", tmp_path / "notes.png", "--out", tmp_path / "out")
     assert res.exit_code == 2 and "cannot be decoded" in res.output and "Traceback" not in res.output
+
+
+def test_identity_metric_in_kdpipe_eval(cli, tmp_path, astronaut):
+    import json
+
+    from PIL import Image
+
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir(), ref.mkdir()
+    crop = np.asarray(Image.fromarray(astronaut[30:480, 40:490]).resize((512, 512), Image.BICUBIC))
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    for name, image in (("a", astronaut[:, ::-1]), ("b", crop), ("c", noise)):
+        Image.fromarray(np.ascontiguousarray(image)).save(gen / f"{name}.png")
+        Image.fromarray(astronaut).save(ref / f"{name}.png")
+    res = cli("eval", "--images", gen, "--reference", ref, "--metrics", "identity", "--no-cache", "--no-progress",
+              "--device", "cpu", "--out", tmp_path / "res")
+    assert res.exit_code == 0, res.output
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("eval-*.json")]
+    (row,) = result["results"]
+    values = row["values"]
+    assert row["metric"] == "identity" and row["value"] == values["identity_distance"]
+    assert values["identity_faces"] == pytest.approx(2 / 3)  # no face in the noise image: left out, counted
+    assert values["identity_same_person"] == 1.0 and 0.05 < values["identity_distance"] < 0.6
+    res = cli("eval", "--images", gen, "--metrics", "identity", "--no-cache", "--no-progress", "--device", "cpu",
+              "--out", tmp_path / "res2")
+    assert res.exit_code == 2 and "pass --reference" in res.output and "Traceback" not in res.output

@@ -4,8 +4,12 @@ A fingerprint decides whether a finished stage is skipped or redone: if a refact
 dataset would be regenerated. These values were computed before the config system moved (issue 10) and left
 unchanged by it; a change here must be deliberate (say so in the change note). Deliberate changes so far:
 issue 12 (``render``/``pairs.png_encoder`` joined their sections, and every device-dependent stage records the
-teacher forward's ``FORWARD_REVISION``, 2, since the fused forward can move values by rounding); issue 12 again
-(``FORWARD_REVISION`` 3: channels-last activations on CPU and bilinear image-skip upsampling move rendered values
+teacher forward's ``FORWARD_REVISION``, 2, since the fused forward can move values by rounding); issue 14 (the
+face tasks gender and age now measure each pair's identity distance by default, ``pairs.identity: auto``, which
+adds ``identity_distance`` to their samples' json and manifest: their ``pairs`` fingerprint records
+``revisions.identity`` and changes with ``manifest`` and ``card`` downstream; tasks that do not measure identity
+keep every fingerprint, pinned below and by ``test_identity_settings_enter_face_tasks_only``); issue 12 again
+(``FORWARD_REVISION`` 3: on CPU, channels-last activations and bilinear image-skip upsampling move rendered values
 by float rounding, ~1e-5 on [-1, 1] images, so every device-dependent stage and all stages after it get new
 fingerprints and are redone rather than resumed over shards of revision 2).
 """
@@ -36,17 +40,17 @@ GOLDEN = {
         'sample': 'b1a5f270f7fb4c69c187c3fa2cbce8797a475d997912ab2201dd0b0542d3193c',
         'classify': 'e78d89209289c5ad6a317428661c76de2ba04e41c8f73d84f4d4d8b6995567fe',
         'directions': 'd511bca9fa1158110f7f5b0cefadfa17bed763776484a3066886df44b42dab0f',
-        'pairs': 'a37712e8afa3ba8db8b7e021f69cb1a906156e017928d5afcd5c45c0572cc426',
-        'manifest': '90a47f882ecbb83e858006e8bd24a4929dd338e7136e9e99c5c0db172b9fbce3',
-        'card': '6d9fdf2a71a96050e7557f0c810ae74bc2154cc94c274b898107e140586567e7',
+        'pairs': '311eeecaef3c1e8b8e18d7ff295587bf902ace5cf767ea217f9eaf73a893ebda',
+        'manifest': 'e6cf8f36ca3d2ba2341934377dfd5e0d91e3e697933732d062769169dcd6b12e',
+        'card': 'df04f92678b9082170dd8ae51447e0abb5404de83c03c3223539e68e93304a84',
     },
     'age': {
         'sample': 'b1a5f270f7fb4c69c187c3fa2cbce8797a475d997912ab2201dd0b0542d3193c',
         'classify': 'cafcf951be04f7690d871b21eb6b012f72d6ddeeb7912c0ce1a68d4621756a12',
         'directions': 'ec93ffb94f43ce83fe35a4a2854b7503776ed7e6b2c060097df2984e51e0249d',
-        'pairs': '09abd9adac40070ca5479cb1193a2ae0047e2292f5c240ef69d31262948e6b00',
-        'manifest': '7366f5752f06a873e2e695ff493edaff5c389afddf95aeac783f8304b8de168b',
-        'card': '36e02a0490c0648f67ce1ac28f0d71edc12b92899e2e9a98cc35028516b1c4a0',
+        'pairs': '5eb6407c06f7db15511b9a7fbb41bcd2cc2fe6603cc9dede5435640bd5a33946',
+        'manifest': 'e1d7fdad84d2c6b6caac3e8a6ae6d5e86148e774aa9447bc6a98515ef0cc73c2',
+        'card': '8100bfdde5da71bad45ed1274d49e2f0e813bf3c682f973523688224d1c59eea',
     },
     'stroke': {
         'sample': '4d5606469e0ecac1bd9cf2c99cca961c3f7c0c953ec7a657442cf0588b6378ba',
@@ -80,9 +84,9 @@ GOLDEN_OVERRIDDEN = {
         'sample': '2020d6a9c8e9b203e5f191bd37c5b9bb582f96e3ca55e2190bdc72b350c4de7c',
         'classify': 'be9371405a2eac03ba4cfd2f9884992a19c617bc3c9d7001f7d601c2fc83299a',
         'directions': '2043b6642a5e72b89fb5694d1453b11258ae010f052a30db230f53186e20a5ec',
-        'pairs': 'a35a9b77e0a90285cbfabeae569ce505bf75a6410f2e3a804b73056550e1b299',
-        'manifest': '5a48633f02b0f73de25e0acb95d2cd4e10f9a6ecb3980d8a493e6adf4f1868e0',
-        'card': '517b39c76c5612f0ef1cbe633f633d127434c2db18b84c6cb7b8a9b52b636b28',
+        'pairs': 'c01dca77f8c0010e1dbab76dfc30ea4d4d348fa209c78c690374842322897738',
+        'manifest': 'cae16d6b5336a32846b7364fa772ad04f2e894e200833fa1c4c4047cd52f2693',
+        'card': '9434c7ceca547560bd9ea2ba61c0d0f4c1e297a6e8f7c628aad89ac6c16c5150',
     },
 }
 
@@ -132,3 +136,14 @@ def test_logreg_revision_redoes_logreg_directions_only(two_threads):
     fp = task_fingerprints("gender", ["directions.method=logreg"])
     assert fp["sample"] == GOLDEN["gender"]["sample"] and fp["classify"] == GOLDEN["gender"]["classify"]
     assert fp["directions"] != GOLDEN["gender"]["directions"]
+
+
+def test_identity_settings_enter_face_tasks_only(two_threads):
+    """pairs.identity / max_identity_distance change a fingerprint only where identity is measured."""
+    assert task_fingerprints("stroke", ["pairs.identity=never"]) == GOLDEN["stroke"]
+    assert task_fingerprints("brightness", ["pairs.identity=auto"]) == GOLDEN["brightness"]
+    on = task_fingerprints("brightness", ["pairs.identity=always"])
+    assert on["pairs"] != GOLDEN["brightness"]["pairs"] and on["directions"] == GOLDEN["brightness"]["directions"]
+    off = task_fingerprints("gender", ["pairs.identity=never"])
+    assert off["pairs"] == "a37712e8afa3ba8db8b7e021f69cb1a906156e017928d5afcd5c45c0572cc426"  # as before issue 14 (at FORWARD_REVISION 3)
+    assert task_fingerprints("gender", ["pairs.max_identity_distance=0.6"])["pairs"] != GOLDEN["gender"]["pairs"]

@@ -27,6 +27,7 @@ train_app = typer.Typer(help="Train a student (kdpipe train NAME --help lists it
 SHARED: dict[str, str] = {
     "data": "data.path", "out": "loop.out_dir", "steps": "loop.steps", "batch_size": "data.batch_size",
     "device": "loop.device", "stop_after": "loop.stop_after", "seed": "loop.seed",
+    "eval_every": "loop.eval_every", "eval_metrics": "loop.eval_metrics",
 }
 """Options of every trainer: option name -> dotted config field (type and help from the field)."""
 

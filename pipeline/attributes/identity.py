@@ -33,19 +33,28 @@ def face_embeddings(images: torch.Tensor, detect_side: int = DETECT_SIDE) -> tup
     Returns:
         ``(embeddings [N, 128] float32, found [N] bool)``; rows without a face are NaN (dlib's descriptors are
         not unit vectors; their norms are ~1.4-1.5).
-    Deterministic (same image, same row) and independent of batch composition.
+    Deterministic (same image, same row) and independent of batch composition. Cost: ~0.25 s of one CPU core
+    per image at 512-1024 px (detection on the 512 px copy, then the descriptor; ~0.16 s at 256 px).
     Raises:
         ClassifierError: a bad batch (type, dtype, shape), too many pixels, or missing dlib / model files.
     """
-    u8 = images_to_uint8(images)  # [N, H, W, 3]
-    n = u8.shape[0]
+    return embed_faces(images_to_uint8(images), detect_side)
+
+
+def embed_faces(images: np.ndarray, detect_side: int = DETECT_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`face_embeddings` of uint8 ``[N, H, W, 3]`` RGB images (what the teacher renderer returns)."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise ClassifierError(f"images must be a uint8 array [N, H, W, 3], got {type(images).__name__} "
+                              f"{list(getattr(images, 'shape', []))}")
+    n = images.shape[0]
     out = np.full((n, EMBEDDING_DIM), np.nan, dtype=np.float32)
     found = np.zeros(n, dtype=bool)
     for i in range(n):
-        face = find_face(u8[i], detect_side)
+        face = find_face(images[i], detect_side)
         if face is None:
             continue
-        out[i] = np.asarray(dlib_model("encoder").compute_face_descriptor(u8[i], face.shape), dtype=np.float32)
+        image = np.ascontiguousarray(images[i])
+        out[i] = np.asarray(dlib_model("encoder").compute_face_descriptor(image, face.shape), dtype=np.float32)
         found[i] = True
     return out, found
 

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 # Config that never enters a fingerprint: how fast or how verbosely outputs are made, not what they are; and the
 # checkpoint's path (its sha256 counts instead, so a moved or renamed checkpoint does not redo anything).
 NON_SEMANTIC = {"runtime": ("device", "batch_size", "encode_workers", "progress"), "teacher": ("generator",)}
+# Config that enters a fingerprint only through the stage's ``revisions`` (and only when it is in effect), so tasks it
+# does not touch keep the fingerprints they had before the fields existed: pairs' identity settings
+# (:meth:`kdpipe.pipeline.stages.pairs.PairsStage.revisions`).
+VIA_REVISIONS = {"pairs": ("identity", "max_identity_distance")}
 STATE_DIR = "stages"
 # Fields added after datasets existed: left out of the fingerprint while null, so those datasets' fingerprints
 # (and every pinned one) stay valid; set, they count like any other field.
@@ -78,12 +82,12 @@ def world_from_env(env=os.environ) -> tuple[int, int]:
 
 
 def semantic_config(stage: Stage, cfg: PipelineConfig) -> dict:
-    """The part of ``cfg`` that changes ``stage``'s output (its sections minus :data:`NON_SEMANTIC`, and minus
-    the :data:`ADDED_WHEN_SET` fields left null)."""
+    """The part of ``cfg`` that changes ``stage``'s output (its sections minus :data:`NON_SEMANTIC` and
+    :data:`VIA_REVISIONS`, and minus the :data:`ADDED_WHEN_SET` fields left null)."""
     out = {}
     for section in stage.sections:
         values = dict(vars(cfg.section(section)))
-        for key in NON_SEMANTIC.get(section, ()):
+        for key in NON_SEMANTIC.get(section, ()) + VIA_REVISIONS.get(section, ()):
             values.pop(key, None)
         for key in ADDED_WHEN_SET.get(section, ()):
             if values.get(key) is None:

@@ -13,6 +13,11 @@ For candidate ``i`` (seed ``pairs.seed + i``, or entry ``i`` of ``pairs.seeds``;
   ``tgt`` the older. With both steps valid, even indices keep +s, odd ones -s (balance).
 
 Candidates without a valid pair are dropped and counted (``stats`` of each shard, the card's filter table).
+
+Identity (issue 14; seed 002 names identity drift as a weakness): when :func:`identity_enabled`, each kept pair's
+``identity_distance`` (dlib 128-d descriptors of src and tgt, Euclidean, :mod:`kdpipe.pipeline.attributes.identity`;
+null where dlib finds no face) goes into its json and manifest row, and ``pairs.max_identity_distance`` drops pairs
+above it (or unmeasured), counted as ``pairs.identity_rejected``. Otherwise nothing of it is computed or written.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 
 from kdpipe.errors import ConfigError
 from kdpipe.images import hwc_to_float
-from kdpipe.pipeline.attributes.labels import classify_images, labels, make_classifier, usable
+from kdpipe.pipeline.attributes.labels import FACE_CLASSIFIERS, classify_images, labels, make_classifier, usable
 from kdpipe.pipeline.latents import sample_seeds
 from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.runner.sharded import ShardedStage
@@ -56,6 +61,33 @@ def choose_pair(lab: np.ndarray, conf: np.ndarray, ok: np.ndarray, steps: list[f
     return None if best is None else best[1:]
 
 
+IDENTITY_REVISION = 1
+
+
+def identity_enabled(cfg) -> bool:
+    """Whether the pairs stage measures identity: ``pairs.identity`` always, or auto with a built-in face classifier
+    (``attribute.classifier`` in face, gender, age, face-attributes) or a ``pairs.max_identity_distance`` filter."""
+    pc = cfg.pairs
+    if pc.identity == "auto":
+        return cfg.attribute.classifier in FACE_CLASSIFIERS or pc.max_identity_distance is not None
+    return pc.identity == "always"
+
+
+def identity_distances(picked: list) -> list[float | None]:
+    """Identity distance (rounded to 1e-6) of each picked ``(info, (src, tgt), latents)``; None where there is no
+    pair or dlib finds no face in src or tgt. src/tgt: uint8 ``[H, W, 3]``."""
+    from kdpipe.pipeline.attributes.identity import embed_faces, embedding_distance
+
+    kept = [p for p in picked if p is not None]
+    if not kept:
+        return [None] * len(picked)
+    src, _ = embed_faces(np.stack([p[1][0] for p in kept]))
+    tgt, _ = embed_faces(np.stack([p[1][1] for p in kept]))
+    dist = iter(embedding_distance(src, tgt).tolist())
+    per_candidate = [None if p is None else next(dist) for p in picked]
+    return [None if d is None or not np.isfinite(d) else round(d, 6) for d in per_candidate]
+
+
 class PairsStage(ShardedStage):
     """``pairs``: filtered attribute pairs in webdataset shards (see module docstring)."""
 
@@ -68,6 +100,13 @@ class PairsStage(ShardedStage):
         layers = cfg.directions.layers
         if layers[0] >= teacher.G.num_ws:
             raise ConfigError(f"directions.layers: start {layers[0]} >= num_ws {teacher.G.num_ws}")
+
+    def revisions(self, cfg) -> dict:
+        """Identity settings, only when identity is measured (:func:`identity_enabled`; ``dag.VIA_REVISIONS``): tasks
+        without it keep their fingerprints from before identity existed."""
+        if not identity_enabled(cfg):
+            return {}
+        return {"identity": IDENTITY_REVISION, "max_identity_distance": cfg.pairs.max_identity_distance}
 
     def n_items(self, ctx: Context) -> int:
         return ctx.cfg.pairs.n
@@ -88,6 +127,9 @@ class PairsStage(ShardedStage):
         r = Renderer.from_config(G, ctx.device, cfg.teacher, cfg.runtime.batch_size)
         layers = layer_range(cfg.directions.layers, G.num_ws)
         stats = {"pairs.candidates": 0, "pairs.kept": 0, "pairs.no_valid_pair": 0, "pairs.source_unusable": 0}
+        identity = identity_enabled(cfg)
+        if identity:
+            stats["pairs.identity_rejected"] = 0
         samples, rows = [], []
         step = max(1, r.batch_size // max(2, len(pc.steps)))  # candidates per forward
         for a in range(0, len(indices), step):
@@ -96,15 +138,22 @@ class PairsStage(ShardedStage):
             ws = r.ws_from_seeds([seeds[i] for i in chunk]).cpu()
             picked = (self._pick_binary if direction["kind"] == "binary" else self._pick_bins)(
                 ctx, r, ws, layers, direction, stats)
+            dist = identity_distances(picked) if identity else [None] * len(picked)
             for j, i in enumerate(chunk):
                 stats["pairs.candidates"] += 1
                 if picked[j] is None:
+                    continue
+                if identity and pc.max_identity_distance is not None and (
+                        dist[j] is None or dist[j] > pc.max_identity_distance):
+                    stats["pairs.identity_rejected"] += 1
                     continue
                 stats["pairs.kept"] += 1
                 info, imgs, lat = picked[j]
                 info = dict(info, task=cfg.task, index=i, seed=seeds[i], attribute=ac.name,
                             truncation_psi=cfg.teacher.truncation_psi, teacher=teacher.name,
                             teacher_sha256=teacher.sha256, layers=layers)
+                identity_col = {"identity_distance": dist[j]} if identity else {}
+                info.update(identity_col)
                 lvl, enc = pc.png_compress_level, pc.png_encoder
                 samples.append({"__key__": f"{i:08d}", "src.png": encode_png(imgs[0], lvl, enc),
                                 "tgt.png": encode_png(imgs[1], lvl, enc), "json": encode_json(info),
@@ -112,9 +161,10 @@ class PairsStage(ShardedStage):
                 rows.append({"key": f"{i:08d}", "shard": path.name, "index": i, "seed": seeds[i],
                              "direction": info["direction"], "src_t": info["src"]["t"], "tgt_t": info["tgt"]["t"],
                              **{f"src_{n}": v for n, v in info["src"]["attributes"].items()},
-                             **{f"tgt_{n}": v for n, v in info["tgt"]["attributes"].items()}})
+                             **{f"tgt_{n}": v for n, v in info["tgt"]["attributes"].items()}, **identity_col})
             progress.update(len(chunk))
-        stats["pairs.no_valid_pair"] = stats["pairs.candidates"] - stats["pairs.kept"] - stats["pairs.source_unusable"]
+        stats["pairs.no_valid_pair"] = (stats["pairs.candidates"] - stats["pairs.kept"] - stats["pairs.source_unusable"]
+                                        - stats.get("pairs.identity_rejected", 0))
         write_shard(path, samples, fingerprint, rows, stats)
 
     def _classify(self, ctx: Context, images: np.ndarray, groups: int):

@@ -83,6 +83,18 @@ class LoopConfig:
     """``torch.use_deterministic_algorithms(True)`` (bitwise-repeatable on CPU; slower on GPU)."""
     progress: bool = True
     """Show a tqdm progress bar (rank 0)."""
+    eval_every: int = 0
+    """Every this many steps, append ``eval/<metric>`` values to ``metrics.jsonl`` (kdpipe.trainers.metrics.training);
+    0 = never."""
+    eval_metrics: str = "fid,kid"
+    """Metrics of ``eval_every`` (``kdpipe eval --metrics`` names)."""
+    eval_features: str = "inception"
+    """Feature extractor of ``eval_every``: ``inception`` (needs ``eval_inception_weights`` or the hub cache) or
+    ``digits``."""
+    eval_inception_weights: str = ""
+    """``weights-inception-2015-12-05-6726825d.pth`` for ``eval_every``; empty = torch hub's checkpoint cache."""
+    eval_images: int = 256
+    """Images per ``eval_every`` evaluation: the first samples of the data order."""
 
     def __post_init__(self) -> None:
         check_min("loop.steps", self.steps, 1)
@@ -92,6 +104,8 @@ class LoopConfig:
         for name in ("ckpt_every", "keep_checkpoints", "log_every"):
             check_min(f"loop.{name}", getattr(self, name), 1)
         check_min("loop.sample_every", self.sample_every, 0)
+        check_min("loop.eval_every", self.eval_every, 0)
+        check_min("loop.eval_images", self.eval_images, 2)
         if self.stop_after is not None:
             check_min("loop.stop_after", self.stop_after, 1)
 
@@ -100,6 +114,7 @@ class LoopConfig:
 RESUME_MAY_CHANGE = frozenset({
     "data.path", "data.num_workers", "loop.out_dir", "loop.steps", "loop.ckpt_every", "loop.keep_checkpoints",
     "loop.sample_every", "loop.log_every", "loop.stop_after", "loop.device", "loop.progress",
+    "loop.eval_every", "loop.eval_metrics", "loop.eval_features", "loop.eval_inception_weights", "loop.eval_images",
 })
 
 

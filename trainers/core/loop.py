@@ -299,6 +299,11 @@ def fit(trainer: Trainer, loop: LoopConfig, batches: Callable[[DataPosition], It
     end = loop.steps if loop.stop_after is None else min(loop.steps, step + loop.stop_after)
     result = FitResult(step, [], [])
     it = batches(pos)
+    evaluate = None
+    if loop.eval_every and dist.is_main:
+        from kdpipe.trainers.metrics.training import TrainingEval
+
+        evaluate = TrainingEval(trainer, loop, batches)
     bar = tqdm(total=loop.steps, initial=step, disable=not (dist.is_main and loop.progress), desc=trainer.name)
     t_log, data_s, n_since = time.perf_counter(), 0.0, 0
     while step < end:
@@ -316,6 +321,10 @@ def fit(trainer: Trainer, loop: LoopConfig, batches: Callable[[DataPosition], It
             result.records.append(record)
             bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k.startswith("loss")}, refresh=False)
             t_log, data_s, n_since = now, 0.0, 0
+        if evaluate is not None and step % loop.eval_every == 0:
+            record = {"step": step, **evaluate(trainer, step)}
+            metrics.write(record)
+            result.records.append(record)
         if dist.is_main and loop.sample_every and step % loop.sample_every == 0:
             save_image_grid(run_dir / "samples" / f"step-{step:08d}.png", trainer.sample_rows(batch))
         if (step % loop.ckpt_every == 0 or step == end) and dist.is_main:

@@ -70,3 +70,32 @@ def precision_recall(a: np.ndarray, b: np.ndarray, k: int = 3) -> tuple[float, f
         ta, tb = ta.double(), tb.double()
     out = prc_features_to_metric(ta, tb, prc_neighborhood=k, verbose=False)
     return float(out["precision"]), float(out["recall"])
+
+
+# ------------------------------------------------------------------------- registry entries (kdpipe eval)
+
+def compute_fid(ctx) -> dict[str, float]:
+    """``fid`` (and ``mfid``, ``mfid_classes`` per class) of ctx's generated vs reference features."""
+    a, b = ctx.features("generated"), ctx.features("reference")
+    out = {"fid": fid_from_features(a, b)}
+    out.update(ctx.per_class(lambda x, y: {"fid": fid_from_features(x, y)}, "m"))
+    return out
+
+
+def compute_kid(ctx) -> dict[str, float]:
+    """``kid``, ``kid_std`` (and per class ``mkid``, ``mkid_std``); seed 000 reports KID x 100."""
+    o = ctx.options
+
+    def kid(x, y):
+        mean, std = kid_from_features(x, y, o.kid_subsets, o.kid_subset_size, o.seed)
+        return {"kid": mean, "kid_std": std}
+
+    out = kid(ctx.features("generated"), ctx.features("reference"))
+    out.update(ctx.per_class(kid, "m"))
+    return out
+
+
+def compute_pr(ctx) -> dict[str, float]:
+    """``precision``, ``recall`` of generated (a) against reference (b)."""
+    p, r = precision_recall(ctx.features("generated"), ctx.features("reference"), ctx.options.pr_k)
+    return {"precision": p, "recall": r}

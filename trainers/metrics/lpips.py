@@ -12,6 +12,7 @@ of different sizes are therefore not comparable; both inputs of one call always 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,9 @@ def load_lpips(net: str = "alex", backbone_weights: str | Path | None = None, de
     except Exception as exc:  # wrong file: missing keys, shapes, not a state_dict
         raise MissingWeightsError(f"{str(path)!r} is not a torchvision {filename} state_dict "
                                   f"({type(exc).__name__}); download the official file") from None
-    model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated pretrained=False
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
     # lpips splits torchvision's `features` into slices keeping the child indices: sliceK.<i>.weight = features.<i>.weight
     features = tv.features.state_dict()
     model.net.load_state_dict({k: features[k.split(".", 1)[1]] for k in model.net.state_dict()})
@@ -117,3 +120,31 @@ def intra_cluster_lpips(generated: torch.Tensor, targets: torch.Tensor, metric: 
         raise ConfigError(f"intra-cluster LPIPS: no cluster of the {targets.shape[0]} targets got 2 of the "
                           f"{generated.shape[0]} generated images; generate more images (seed 001 uses 1000)")
     return float(np.nanmean(per_cluster))
+
+
+# ------------------------------------------------------------------------- registry entries (kdpipe eval)
+
+def _metric(ctx) -> LPIPSMetric:
+    o = ctx.options
+    return load_lpips(o.lpips_net, o.lpips_weights, o.device)
+
+
+def compute_diversity(ctx) -> dict[str, float]:
+    """``lpips_diversity`` (mean over clusters) and ``lpips_diversity_std`` (across clusters, as seed 001's Table 2
+    reports it); the reference set holds the k target images."""
+    per_cluster = cluster_lpips(ctx.floats("generated"), ctx.floats("reference"), _metric(ctx))
+    if np.isnan(per_cluster).all():
+        raise ConfigError("intra-cluster LPIPS: no cluster got 2 generated images; generate more (--n)")
+    return {"lpips_diversity": float(np.nanmean(per_cluster)), "lpips_diversity_std": float(np.nanstd(per_cluster)),
+            "lpips_clusters": int((~np.isnan(per_cluster)).sum())}
+
+
+def compute_pair(ctx) -> dict[str, float]:
+    """``lpips_pair``: mean LPIPS of generated[i] vs reference[i] over the first min(N, M) pairs (same seeds /
+    same inputs), ``lpips_pair_std`` their std."""
+    a, b = ctx.floats("generated"), ctx.floats("reference")
+    n = min(len(a), len(b))
+    if a.shape[1:] != b.shape[1:]:
+        raise ConfigError(f"lpips-pair needs images of one size, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
+    d = _metric(ctx)(a[:n], b[:n]).double()
+    return {"lpips_pair": float(d.mean()), "lpips_pair_std": float(d.std()) if n > 1 else 0.0}
