@@ -145,5 +145,5 @@ def test_identity_settings_enter_face_tasks_only(two_threads):
     on = task_fingerprints("brightness", ["pairs.identity=always"])
     assert on["pairs"] != GOLDEN["brightness"]["pairs"] and on["directions"] == GOLDEN["brightness"]["directions"]
     off = task_fingerprints("gender", ["pairs.identity=never"])
-    assert off["pairs"] == "a37712e8afa3ba8db8b7e021f69cb1a906156e017928d5afcd5c45c0572cc426"  # as before issue 14 (at FORWARD_REVISION 3)
+    assert off["pairs"] == "a37712e8afa3ba8db8b7e021f69cb1a906156e017928d5afcd5c45c0572cc426"  # no identity
     assert task_fingerprints("gender", ["pairs.max_identity_distance=0.6"])["pairs"] != GOLDEN["gender"]["pairs"]

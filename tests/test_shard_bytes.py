@@ -22,7 +22,8 @@ def test_shard_bytes_equal_tarfile_pax_bytes(tmp_path):
         for sample in _samples():
             for ext in sorted(k for k in sample if k != "__key__"):
                 info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
-                info.size, info.mtime, info.mode, info.uname, info.gname = len(sample[ext]), 0, 0o644, "kdpipe", "kdpipe"
+                info.size, info.mtime, info.mode = len(sample[ext]), 0, 0o644
+                info.uname = info.gname = "kdpipe"
                 tar.addfile(info, io.BytesIO(sample[ext]))
     assert path.read_bytes() == expected.getvalue()
     with tarfile.open(path) as tar:

@@ -79,8 +79,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     """FIR upsampling by ``up`` keeping the image centred (``upfirdn2d.upsample2d``): ``[N,C,H,W] -> [N,C,H*up,W*up]``.
 
-    On CPU, for StyleGAN2's ``[1, 3, 3, 1]`` filter and ``up=2``, this is bilinear interpolation of the zero-padded image
-    (per axis, outputs ``2i`` and ``2i+1`` are ``x[i-1]/4 + 3x[i]/4`` and ``3x[i]/4 + x[i+1]/4``): one
+    On CPU, for StyleGAN2's ``[1, 3, 3, 1]`` filter and ``up=2``, this is bilinear interpolation of the zero-padded
+    image (per axis, outputs ``2i`` and ``2i+1`` are ``x[i-1]/4 + 3x[i]/4`` and ``3x[i]/4 + x[i+1]/4``): one
     ``F.interpolate`` pass, ~1.5x faster than the convolution for the 3-channel image skip (the filter check
     would cost a device sync on CUDA, so CUDA keeps the convolution). Otherwise one
     depthwise transposed convolution with stride ``up`` (no zero-inserted copy, no padding pass). Both equal
