@@ -62,7 +62,7 @@ class SampleTarWriter:
         """Append one sample's members; returns the bytes of member data written."""
         if "__key__" not in sample:
             raise ValueError("sample must contain a __key__")
-        key, total = sample["__key__"], 0
+        key, total, parts = sample["__key__"], 0, []
         for ext in sorted(sample):
             if ext.startswith("_"):
                 continue
@@ -70,14 +70,11 @@ class SampleTarWriter:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise ValueError(f"sample {key!r}: {ext} is {type(data).__name__}, not bytes")
             size = len(data)
-            pad = -size % BLOCK
-            header = self._header(f"{key}.{ext}", size)
-            self.fileobj.write(header)
-            self.fileobj.write(data)
-            if pad:
-                self.fileobj.write(b"\0" * pad)
-            self.offset += len(header) + size + pad
+            parts += [self._header(f"{key}.{ext}", size), data, b"\0" * (-size % BLOCK)]
             total += size
+        block = b"".join(parts)  # one write per sample: fewer calls and syscalls than three per member
+        self.fileobj.write(block)
+        self.offset += len(block)
         return total
 
     def close(self) -> None:
