@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from kdpipe.errors import DatasetError
+from kdpipe.fsutil import atomic_write_bytes
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -89,3 +90,21 @@ def assert_shape(tensor: torch.Tensor, shape: Sequence[int | None], name: str = 
     if tensor.ndim != len(shape) or any(s is not None and int(t) != s for t, s in zip(tensor.shape, shape)):
         want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"{name}: expected shape {want}, got {list(tensor.shape)}")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 ``[H, W, 3]`` (RGB) or ``[H, W, 1]`` (grayscale) image (Pillow, default level).
+
+    For files a user looks at (seed images, grids, aligned photos, translations); dataset shards use
+    :func:`kdpipe.pipeline.runner.shards.encode_png` (fixed encoder and level, part of the fingerprint)."""
+    from PIL import Image
+
+    im = Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``image`` (see :func:`png_bytes`) to ``path`` atomically; returns ``path``."""
+    return atomic_write_bytes(path, png_bytes(image))

@@ -139,12 +139,7 @@ def align_files(paths: list[Path], out_dir: Path, output_size: int = 1024, log=p
     Returns the written paths. Raises ConfigError (two inputs with one stem; nothing written), DatasetError (an
     unreadable image; the files before it are written) or NoFaceError (no file had a face).
     """
-    import io
-
-    from PIL import Image
-
-    from kdpipe.fsutil import atomic_write_bytes
-    from kdpipe.images import read_image_file
+    from kdpipe.images import read_image_file, save_png
 
     stems = [Path(p).stem for p in paths]
     if dup := sorted({s for s in stems if stems.count(s) > 1}):
@@ -160,9 +155,7 @@ def align_files(paths: list[Path], out_dir: Path, output_size: int = 1024, log=p
             missing.append(str(path))
             log(f"{path}: no face found, skipped")
             continue
-        buf = io.BytesIO()
-        Image.fromarray(aligned).save(buf, format="PNG")
-        written.append(atomic_write_bytes(out_dir / f"{Path(path).stem}.png", buf.getvalue()))
+        written.append(save_png(out_dir / f"{Path(path).stem}.png", aligned))
         log(f"{path} -> {written[-1]}")
     if missing and not written:
         raise NoFaceError(f"no face found in any of the {len(missing)} image(s) ({', '.join(missing[:3])}); "

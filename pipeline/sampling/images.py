@@ -12,7 +12,6 @@ draw noise from torch's unseeded global RNG; kdpipe seeds it with the image's se
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from kdpipe.errors import ConfigError
-from kdpipe.fsutil import atomic_write_bytes
+from kdpipe.images import save_png
 from kdpipe.pipeline.render import Renderer
 from kdpipe.pipeline.teacher.networks import Generator
 
@@ -83,21 +82,6 @@ def tile(images: np.ndarray) -> np.ndarray:
     """Grid of ``images [rows, cols, H, W, C]`` uint8 -> ``[rows * H, cols * W, C]`` (gen_video.py ``layout_grid``)."""
     rows, cols, h, w, ch = images.shape
     return images.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 ``[H, W, 3]`` (RGB) or ``[H, W, 1]`` (grayscale) image (Pillow, default level)."""
-    from PIL import Image
-
-    im = Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``image`` (see :func:`encode_png`) to ``path`` atomically."""
-    return atomic_write_bytes(path, encode_png(image))
 
 
 def sample_images(renderer: Renderer, seeds: Sequence[int], outdir: str | Path, c: torch.Tensor | None = None,

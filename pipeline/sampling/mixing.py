@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from kdpipe.errors import ConfigError
+from kdpipe.images import save_png
 from kdpipe.pipeline.latents import mix_ws
 from kdpipe.pipeline.render import Renderer
-from kdpipe.pipeline.sampling.images import render_ws, save_png, tile
+from kdpipe.pipeline.sampling.images import render_ws, tile
 
 
 def style_mixing(renderer: Renderer, row_seeds: Sequence[int], col_seeds: Sequence[int], styles: Sequence[int],

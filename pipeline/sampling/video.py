@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from kdpipe.errors import ConfigError
+from kdpipe.images import save_png
 from kdpipe.pipeline.render import Renderer
-from kdpipe.pipeline.sampling.images import render_ws, save_png, tile
+from kdpipe.pipeline.sampling.images import render_ws, tile
 
 FPS = 60
 FORMATS = ("auto", "mp4", "gif", "png")

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from kdpipe.errors import DatasetError
-from kdpipe.fsutil import atomic_write
-from kdpipe.images import read_image_file, to_uint8
+from kdpipe.images import read_image_file, save_png, to_uint8
 from kdpipe.pipeline.latents import z_from_seeds
 from kdpipe.trainers.x2i.data import one_hot_labels, one_hot_maps
 
@@ -71,15 +70,9 @@ def translate_conditions(G: torch.nn.Module, inputs: Sequence[str | Path], out_d
             imgs = to_uint8(G(z, cond[start:rows.stop].to(device))).cpu()
             for i, img in zip(rows, imgs):
                 path = out / f"{f.stem}-{i:04d}.png"
-                atomic_write(path, lambda fh, im=img: _png(im, fh))
+                save_png(path, img.numpy())
                 written.append(path)
     return written
-
-
-def _png(img_hwc: torch.Tensor, fh) -> None:
-    import PIL.Image
-
-    PIL.Image.fromarray(img_hwc.numpy()).save(fh, format="PNG")
 
 
 def translate_x2i(state: dict, req) -> list[Path]:
