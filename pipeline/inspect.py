@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdpipe.errors import ConfigError, DatasetError
-from kdpipe.fsutil import atomic_write_bytes, atomic_write_text
+from kdpipe.fsutil import atomic_write_text
+from kdpipe.pipeline.preview import PART_ORDER
 
 INSPECT_DIR = "inspect"
 THUMB_DIR = "thumbs"
 STAMP = ".source"
-PART_ORDER = ("x1", "x2", "y", "src", "tgt")
-"""Image parts in display order (triplets x1, x2, y; pairs src, tgt); other ``.png`` parts follow, sorted."""
 MAX_DISTINCT = 50
 """String columns with at most this many distinct values get a drop-down filter; others a text filter."""
 TEMPLATE = Path(__file__).with_name("templates") / "inspect.html"
@@ -107,7 +106,7 @@ def shard_thumbnails(shard: Path, dest: Path, side: int, stamp: str) -> list[str
         shutil.rmtree(tmp, ignore_errors=True)
         raise DatasetError(f"shard {str(shard)!r} cannot be read ({exc}); re-run 'kdpipe generate' to repair it") \
             from None
-    ordered = [p for p in PART_ORDER if p in parts] + sorted(parts - set(PART_ORDER))
+    ordered = [p for p in PART_ORDER if p in parts] + sorted(parts - set(PART_ORDER))  # other parts follow, sorted
     (tmp / STAMP).write_text(json.dumps({"stamp": stamp, "side": side, "parts": ordered}))
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)

@@ -17,7 +17,8 @@ import numpy as np
 from kdpipe.errors import DatasetError
 from kdpipe.fsutil import atomic_write_bytes
 
-_ORDER = ("x1", "x2", "y", "src", "tgt")
+PART_ORDER = ("x1", "x2", "y", "src", "tgt")
+"""Image parts of a sample in display order (triplets x1, x2, y; pairs src, tgt)."""
 
 
 def _samples(task_dir: Path, n: int):
@@ -33,11 +34,11 @@ def _samples(task_dir: Path, n: int):
             for m in tf.getmembers():
                 key, _, ext = m.name.partition(".")
                 part = ext.removesuffix(".png")
-                if ext.endswith(".png") and part in _ORDER:
+                if ext.endswith(".png") and part in PART_ORDER:
                     with Image.open(io.BytesIO(tf.extractfile(m).read())) as im:
                         rows.setdefault(key, {})[part] = np.asarray(im.convert("RGB"))
             for key in rows:  # tar order = sample order
-                yield [rows[key][p] for p in _ORDER if p in rows[key]]
+                yield [rows[key][p] for p in PART_ORDER if p in rows[key]]
                 got += 1
                 if got >= n:
                     return
